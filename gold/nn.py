@@ -1,0 +1,358 @@
+"""Training primitives shared by every stage: per-sample losses, one SGD step, `fit`.
+
+Everything here is a pure function of (model, variables, data, key). Many networks
+(utility trials, evaluation models, MTT experts) are trained at once with `fit_many`,
+which is `fit` vmapped over PRNG keys, so K networks cost one compiled program.
+
+Shapes: images ``x`` are float32 ``[N, H, W, C]``; labels ``y`` are int32 ``[N]``
+(hard labels) or float32 ``[N, num_classes]`` (soft labels / learned labels).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Variables = Any  # a Flax variable dict: {'params': ..., optionally 'batch_stats': ...}
+AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x[B,...]) -> x_aug[B,...]
+
+
+# ----------------------------------------------------------------------------- losses
+def per_sample_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Cross-entropy of each sample, float32 ``[B]`` (nats).
+
+    Args:
+      logits: ``[B, K]`` unnormalised scores.
+      labels: int ``[B]`` class indices, or float ``[B, K]`` target distributions.
+    """
+    if labels.ndim == logits.ndim:
+        return optax.softmax_cross_entropy(logits, labels)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def per_sample_el2n(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """EL2N score: L2 norm of (softmax(logits) - onehot(label)), float32 ``[B]``."""
+    target = labels if labels.ndim == logits.ndim else jax.nn.one_hot(labels, logits.shape[-1])
+    return jnp.linalg.norm(jax.nn.softmax(logits) - target, axis=-1)
+
+
+def hard_labels(labels: jax.Array) -> jax.Array:
+    """int ``[B]`` class indices from hard (``[B]``) or soft (``[B, K]``) labels."""
+    return jnp.argmax(labels, axis=-1) if labels.ndim == 2 else labels
+
+
+# ------------------------------------------------------------------------ model calls
+def init_variables(model: nn.Module, key: jax.Array, input_shape: tuple[int, ...]) -> Variables:
+    """Fresh variables of ``model`` for inputs of shape ``[*, *input_shape]``."""
+    return model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+
+
+def apply_model(
+    model: nn.Module, variables: Variables, x: jax.Array, train: bool
+) -> tuple[jax.Array, Variables]:
+    """Logits ``[B, K]`` and the variables after the call.
+
+    In training mode, models with BatchNorm update their ``batch_stats``; all other
+    collections are returned unchanged.
+    """
+    if train and "batch_stats" in variables:
+        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        return logits, {**variables, **updates}
+    return model.apply(variables, x, train=train), variables
+
+
+def count_params(variables: Variables) -> int:
+    """Number of trainable scalars in ``variables['params']``."""
+    return sum(int(p.size) for p in jax.tree.leaves(variables["params"]))
+
+
+# ------------------------------------------------------------------------- optimisers
+def sgd(
+    lr: float | optax.Schedule,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+) -> optax.GradientTransformation:
+    """PyTorch-style SGD: ``g += wd * p``; ``buf = m * buf + g``; ``p -= lr * buf``."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(lr, momentum=momentum if momentum else None),
+    )
+
+
+def step_decay(lr: float, steps_per_epoch: int, decay_epochs: tuple[int, ...], factor: float) -> optax.Schedule:
+    """Piecewise-constant schedule: ``lr`` multiplied by ``factor`` at each epoch boundary."""
+    return optax.piecewise_constant_schedule(
+        lr, {int(e * steps_per_epoch): factor for e in decay_epochs if e > 0}
+    )
+
+
+def make_optimizer(
+    name: str,
+    lr: float | optax.Schedule,
+    *,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+    """Optimiser by name: ``sgd`` (PyTorch semantics) or ``adam`` / ``adamw``."""
+    if name == "sgd":
+        return sgd(lr, momentum, weight_decay)
+    if name == "adam":
+        return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(lr))
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
+
+
+# ----------------------------------------------------------------------------- batches
+def num_batches(n: int, batch_size: int) -> int:
+    """Minibatches per epoch when every one of ``n`` samples is seen once."""
+    return max(1, math.ceil(n / batch_size))
+
+
+def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """A shuffled epoch as fixed-size minibatches.
+
+    Returns:
+      idx: int32 ``[num_batches, B]`` sample indices; the tail of the last batch is
+        filled with extra random samples so every batch has the same shape.
+      mask: bool ``[num_batches, B]``, True where the entry is a real (first) visit.
+    """
+    b = min(batch_size, n)
+    nb = num_batches(n, b)
+    k_perm, k_fill = jax.random.split(key)
+    perm = jax.random.permutation(k_perm, n)
+    fill = jax.random.randint(k_fill, (nb * b - n,), 0, n)
+    idx = jnp.concatenate([perm, fill]).reshape(nb, b)
+    mask = (jnp.arange(nb * b) < n).reshape(nb, b)
+    return idx.astype(jnp.int32), mask
+
+
+# -------------------------------------------------------------------------- training
+class TrainState(NamedTuple):
+    """Variables and optimiser state of one network."""
+
+    variables: Variables
+    opt_state: optax.OptState
+
+
+class SampleRecord(NamedTuple):
+    """Per-sample training statistics, each float32 ``[epochs, N]``.
+
+    Recorded from the forward pass of the minibatch a sample is in (before the
+    update), so they cost nothing extra: ``loss`` (cross-entropy), ``correct``
+    (1.0 if the argmax is right), ``el2n`` (error L2 norm).
+    """
+
+    loss: jax.Array
+    correct: jax.Array
+    el2n: jax.Array
+
+
+class FitResult(NamedTuple):
+    """Output of :func:`fit`: final variables, mean train loss per epoch ``[E]``, and
+    the per-sample record (None unless ``record=True``)."""
+
+    variables: Variables
+    epoch_loss: jax.Array
+    record: Optional[SampleRecord]
+
+
+def train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+    weights: Optional[jax.Array] = None,
+) -> tuple[TrainState, jax.Array, jax.Array]:
+    """One optimiser step on the (weighted) mean loss of a minibatch.
+
+    Args:
+      x: ``[B, ...]`` images; y: ``[B]`` or ``[B, K]`` labels.
+      weights: optional float ``[B]`` per-sample weights (0 drops a padded entry).
+
+    Returns:
+      (new state, per-sample losses ``[B]``, logits ``[B, K]``), both from the forward
+      pass before the update.
+    """
+    w = jnp.ones(x.shape[0], jnp.float32) if weights is None else weights.astype(jnp.float32)
+
+    def loss_fn(params):
+        logits, new_vars = apply_model(model, {**state.variables, "params": params}, x, train=True)
+        losses = per_sample_cross_entropy(logits, y)
+        return jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0), (losses, logits, new_vars)
+
+    params = state.variables["params"]
+    grads, (losses, logits, new_vars) = jax.grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, state.opt_state, params)
+    new_vars = {**new_vars, "params": optax.apply_updates(params, updates)}
+    return TrainState(new_vars, opt_state), losses, logits
+
+
+def train_epoch(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    x: jax.Array,
+    y: jax.Array,
+    key: jax.Array,
+    *,
+    batch_size: int,
+    augment: Optional[AugmentFn] = None,
+    record: bool = False,
+) -> tuple[TrainState, jax.Array, Optional[SampleRecord]]:
+    """One shuffled pass over ``(x, y)`` as a ``lax.scan`` over minibatches; jittable.
+
+    Args:
+      x: ``[N, ...]`` images; y: ``[N]`` or ``[N, K]`` labels.
+      key: PRNG key for the shuffle and ``augment(key, xb)``.
+      record: also return every sample's loss / correctness / EL2N, each ``[N]``.
+
+    Returns:
+      (state, mean train loss of the epoch, per-sample record or None).
+    """
+    n = x.shape[0]
+    k_batches, k_aug = jax.random.split(key)
+    idx, mask = epoch_batches(k_batches, n, batch_size)
+    aug_keys = jax.random.split(k_aug, idx.shape[0])
+
+    def run_batch(state, inputs):
+        b_idx, b_mask, b_key = inputs
+        xb = x[b_idx]
+        if augment is not None:
+            xb = augment(b_key, xb)
+        yb = y[b_idx]
+        state, losses, logits = train_step(model, tx, state, xb, yb, b_mask)
+        if not record:
+            return state, losses
+        correct = (jnp.argmax(logits, -1) == hard_labels(yb)).astype(jnp.float32)
+        return state, (losses, correct, per_sample_el2n(logits, yb))
+
+    state, stats = jax.lax.scan(run_batch, state, (idx, mask, aug_keys))
+    m = mask.astype(jnp.float32)
+    losses = stats[0] if record else stats
+    mean_loss = jnp.sum(losses * m) / jnp.sum(m)
+    if not record:
+        return state, mean_loss, None
+    # Scatter the [num_batches, B] stats back to dataset order; padded entries drop.
+    target = jnp.where(mask, idx, n).reshape(-1)
+    per_sample = [jnp.zeros(n, jnp.float32).at[target].set(s.reshape(-1), mode="drop") for s in stats]
+    return state, mean_loss, SampleRecord(*per_sample)
+
+
+def fit(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    variables: Variables,
+    x: jax.Array,
+    y: jax.Array,
+    key: jax.Array,
+    *,
+    epochs: int,
+    batch_size: int,
+    augment: Optional[AugmentFn] = None,
+    record: bool = False,
+) -> FitResult:
+    """Train one network for ``epochs`` passes over ``(x, y)``; pure and jittable.
+
+    Epochs are a ``lax.scan`` of :func:`train_epoch`, each with a key split from
+    ``key``. With ``record=True`` every sample's loss, correctness and EL2N are kept
+    for every epoch (``[epochs, N]``; the loss / forgetting / EL2N indicators).
+    """
+
+    def run_epoch(state, epoch_key):
+        state, mean_loss, rec = train_epoch(
+            model, tx, state, x, y, epoch_key,
+            batch_size=batch_size, augment=augment, record=record,
+        )
+        return state, (mean_loss, rec)
+
+    state = TrainState(variables, tx.init(variables["params"]))
+    state, (epoch_loss, rec) = jax.lax.scan(run_epoch, state, jax.random.split(key, epochs))
+    return FitResult(state.variables, epoch_loss, rec)
+
+
+def fit_many(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    keys: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    epochs: int,
+    batch_size: int,
+    augment: Optional[AugmentFn] = None,
+    record: bool = False,
+) -> FitResult:
+    """Train ``K = len(keys)`` freshly initialised networks at once (vmapped ``fit``).
+
+    Network k is initialised from ``fold_in(keys[k], 0)`` and trained with
+    ``fold_in(keys[k], 1)``, exactly as a sequential loop over the keys would. The
+    data is shared, not copied. Every leaf of the result has a leading axis ``K``.
+    """
+    input_shape = x.shape[1:]
+
+    def one(k):
+        variables = init_variables(model, jax.random.fold_in(k, 0), input_shape)
+        return fit(
+            model, tx, variables, x, y, jax.random.fold_in(k, 1),
+            epochs=epochs, batch_size=batch_size, augment=augment, record=record,
+        )
+
+    return jax.vmap(one)(keys)
+
+
+# ------------------------------------------------------------------------- inference
+def predict_many(
+    model: nn.Module, variables: Variables, x: jax.Array, batch_size: int = 1000
+) -> jax.Array:
+    """Logits of K networks (variables with a leading axis K) on ``x``: ``[K, N, classes]``.
+
+    The test pass is batched over ALL K networks at once (one scan over data batches,
+    vmap over networks), so the data is read once per batch, not once per network.
+    """
+    n = x.shape[0]
+    b = min(batch_size, n)
+    nb = num_batches(n, b)
+    pad = nb * b - n
+    xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    forward = jax.vmap(lambda v, xb: model.apply(v, xb, train=False), in_axes=(0, None))
+
+    def body(_, xb):
+        return None, forward(variables, xb)
+
+    _, logits = jax.lax.scan(body, None, xp.reshape(nb, b, *x.shape[1:]))
+    k = logits.shape[1]
+    return jnp.moveaxis(logits, 1, 0).reshape(k, nb * b, -1)[:, :n]
+
+
+def accuracy_many(
+    model: nn.Module, variables: Variables, x: jax.Array, y: jax.Array, batch_size: int = 1000
+) -> jax.Array:
+    """Top-1 accuracy in [0, 1] of each of K networks on ``(x, y)``: float32 ``[K]``."""
+    logits = predict_many(model, variables, x, batch_size)
+    return jnp.mean(jnp.argmax(logits, -1) == y[None, :], axis=-1)
+
+
+def stack_variables(variables_list: list[Variables]) -> Variables:
+    """Stack K single-network variable trees into one tree with a leading axis K."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *variables_list)
+
+
+def unstack_variables(variables: Variables, k: int) -> Variables:
+    """Variables of network ``k`` from a stacked tree."""
+    return jax.tree.map(lambda leaf: leaf[k], variables)
+
+
+__all__ = [
+    "AugmentFn", "FitResult", "SampleRecord", "TrainState", "Variables",
+    "accuracy_many", "apply_model", "count_params", "epoch_batches", "fit", "fit_many",
+    "hard_labels", "init_variables", "make_optimizer", "num_batches",
+    "per_sample_cross_entropy", "per_sample_el2n", "predict_many", "sgd",
+    "stack_variables", "step_decay", "train_epoch", "train_step", "unstack_variables",
+]
