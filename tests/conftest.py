@@ -1,0 +1,20 @@
+"""Shared pytest fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def gold_data_dir() -> Path:
+    """The real-data folder ``$GOLD_DATA_DIR`` (mnist.npz, cifar10_jpeg.zip).
+
+    Tests that need real data FAIL (never skip) when it is not configured.
+    """
+    value = os.environ.get("GOLD_DATA_DIR", "")
+    assert value, ("GOLD_DATA_DIR is not set; run the tests with "
+                   "GOLD_DATA_DIR=/path/to/shared/data (e.g. ../shared/data)")
+    path = Path(value).expanduser()
+    assert path.is_dir(), f"GOLD_DATA_DIR={value!r} is not a directory"
+    return path
