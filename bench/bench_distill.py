@@ -1,0 +1,169 @@
+"""Benchmark one DC step (IPC 1 and IPC 10) and one DM step: JAX vs PyTorch, same CPU.
+
+Usage::
+
+    python bench/bench_distill.py                   # everything (~10 min on 2 cores)
+    python bench/bench_distill.py --sections dc1,dm --reps 3
+    python bench/bench_distill.py --json /tmp/bench_distill.json
+
+Setting (the issue's): ConvNetD3 width 128 (instance norm, avg pool), real MNIST
+(28x28x1, padded to 32x32 inside the net as in the reference), 10 classes x 256 real
+images per class per matching step, noise-initialised synthetic images.
+
+Sections (seconds per step; JAX: compiled ahead, median of ``--reps`` executions;
+PyTorch: median of ``--reps`` after one warm-up step, ``torch.get_num_threads()`` threads):
+
+* dc1:  DC IPC 1, (outer, inner) = (1, 1): 10 per-class matchings + 1 image update.
+* dc10: DC IPC 10, (10, 50): 10 x (10 matchings + image update) + 9 x 50 network
+        steps on the 100 synthetic images (one reference iteration; reps forced to 1).
+* dm:   DM IPC 1 without augmentation (the PyTorch step has none): 10 per-class mean
+        embeddings of 256 real + 1 synthetic image through a fresh net, 1 image update.
+        The JAX DM step with DSA is timed too (``dm_dsa``).
+* variants: DC IPC 1 with XLA's own convolution (``conv_impl='xla'``) instead of the
+        shifted-matmul weight gradient, and with the class loop unrolled.
+
+Compile times are reported separately (they are paid once per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for p in (ROOT, os.path.join(ROOT, "bench")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import jax  # noqa: E402
+
+from configs import dc as dc_config  # noqa: E402
+from configs import dm as dm_config  # noqa: E402
+from gold import data as gdata  # noqa: E402
+from gold.distill import common, loop  # noqa: E402
+
+SECTIONS = ("dc1", "dc10", "dm", "variants", "torch")
+
+
+def load_real(data_dir: str, per_class: int):
+    """First ``per_class`` MNIST training images of every class (normalised)."""
+    ds = gdata.load_dataset("mnist", data_dir or None, train_per_class=per_class, test_per_class=1,
+                            strict_counts=False)
+    return ds.x_train, ds.y_train
+
+
+def jax_step_time(config, x, y, reps: int) -> dict:
+    """Compile one step of ``config.algorithm`` and time ``reps`` executions."""
+    real = common.make_real_data(x, y, 10, int(config.batch_real))
+    algo = loop.get_algorithm(config.algorithm).make(config, real)
+    state = algo.init(jax.random.key(0), real)
+    t = time.perf_counter()
+    compiled = jax.jit(algo.step).lower(state, jax.random.key(1), real).compile()
+    compile_s = time.perf_counter() - t
+    times = []
+    for r in range(reps):
+        t = time.perf_counter()
+        state, m = compiled(state, jax.random.key(2 + r), real)
+        jax.block_until_ready((state, m))
+        times.append(time.perf_counter() - t)
+    return {"compile_s": compile_s, "step_s": float(np.median(times)), "all_s": times,
+            "loss": float(m["loss"])}
+
+
+def torch_step_time(kind: str, x, y, ipc: int, reps: int, outer=1, inner=1, width=128) -> dict:
+    """Time the PyTorch reference step (bench/torch_reference.py)."""
+    import torch
+    import torch_reference as tr
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    if kind == "dc":
+        obj = tr.TorchDC(x, y, 10, ipc, outer, inner, batch_real=256, width=width)
+    else:
+        obj = tr.TorchDM(x, y, 10, ipc, batch_real=256, width=width)
+    warm = reps > 1 or kind != "dc" or outer == 1
+    times = tr.time_steps(obj, reps) if warm else [_once(obj)]
+    return {"step_s": float(np.median(times)), "all_s": times, "threads": torch.get_num_threads()}
+
+
+def _once(obj) -> float:
+    t = time.perf_counter()
+    obj.step()
+    return time.perf_counter() - t
+
+
+def dc_cfg(ipc: int, width: int, **over):
+    cfg = dc_config.get_config("mnist")
+    cfg.ipc, cfg.model.width, cfg.batch_real = ipc, width, 256
+    for k, v in over.items():
+        node = cfg
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return cfg
+
+
+def dm_cfg(width: int, strategy: str):
+    cfg = dm_config.get_config("mnist")
+    cfg.ipc, cfg.model.width, cfg.batch_real, cfg.init, cfg.dsa_strategy = 1, width, 256, "noise", strategy
+    return cfg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sections", default=",".join(SECTIONS))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--data-dir", default=os.environ.get("GOLD_DATA_DIR", ""))
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    sections = set(args.sections.split(","))
+    x, y = load_real(args.data_dir, 300)
+    print(f"jax {jax.__version__} backend={jax.default_backend()} cpus={os.cpu_count()} "
+          f"load={os.getloadavg()[0]:.1f}", flush=True)
+    out: dict = {"load_start": os.getloadavg()[0], "width": args.width}
+
+    def record(name, res):
+        out[name] = res
+        extra = f" compile={res['compile_s']:.1f}s" if "compile_s" in res else ""
+        print(f"{name:28s} {res['step_s']:8.2f} s/step{extra}  ({len(res['all_s'])} reps)", flush=True)
+
+    w = args.width
+    if "dc1" in sections:
+        record("jax_dc_ipc1", jax_step_time(dc_cfg(1, w), x, y, args.reps))
+        if "torch" in sections:
+            record("torch_dc_ipc1", torch_step_time("dc", x, y, 1, args.reps, width=w))
+    if "variants" in sections:
+        record("jax_dc_ipc1_xla_conv", jax_step_time(dc_cfg(1, w, **{"model.conv_impl": "xla"}), x, y, args.reps))
+        record("jax_dc_ipc1_unrolled", jax_step_time(dc_cfg(1, w, class_loop="unroll"), x, y, args.reps))
+    if "dm" in sections:
+        record("jax_dm_ipc1", jax_step_time(dm_cfg(w, "none"), x, y, args.reps))
+        record("jax_dm_ipc1_dsa", jax_step_time(dm_cfg(w, dc_config.DSA_STRATEGY), x, y, args.reps))
+        if "torch" in sections:
+            record("torch_dm_ipc1", torch_step_time("dm", x, y, 1, args.reps, width=w))
+    if "dc10" in sections:
+        record("jax_dc_ipc10", jax_step_time(dc_cfg(10, w), x, y, 1))
+        if "torch" in sections:
+            record("torch_dc_ipc10", torch_step_time("dc", x, y, 10, 1, outer=10, inner=50, width=w))
+    out["load_end"] = os.getloadavg()[0]
+    print("\nratios JAX / PyTorch (goal <= 0.8):")
+    for name in ("dc_ipc1", "dc_ipc10", "dm_ipc1"):
+        if f"jax_{name}" in out and f"torch_{name}" in out:
+            r = out[f"jax_{name}"]["step_s"] / out[f"torch_{name}"]["step_s"]
+            out[f"ratio_{name}"] = r
+            print(f"  {name:10s} {out[f'jax_{name}']['step_s']:7.2f} s vs {out[f'torch_{name}']['step_s']:7.2f} s"
+                  f"  -> {r:.2f}x")
+    print(f"load average start {out['load_start']:.1f}, end {out['load_end']:.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

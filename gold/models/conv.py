@@ -1,0 +1,271 @@
+"""Stride-1 2-D convolution with a fast CPU weight gradient (``jax.custom_vjp``).
+
+XLA's CPU backend computes the *weight* gradient of a convolution ~3x slower than
+the matmul roof (see ``/work/shared/PERFORMANCE_NOTES.md``). This module defines a
+stride-1 convolution whose
+
+* forward pass is ``lax.conv_general_dilated`` (XLA's, already fast),
+* input gradient is again a stride-1 convolution of the output cotangent with the
+  spatially flipped, in/out-swapped kernel (what XLA itself emits),
+* weight gradient is ``kh * kw`` plain 2-D matmuls over shifted windows of the padded
+  input: ``dw[i, j] = xp[:, i:i+Ho, j:j+Wo, :].reshape(-1, C).T @ dy.reshape(-1, O)``.
+
+Both backward pieces are themselves ``custom_vjp`` functions whose backward rules
+are written with the same two primitives (the set {conv, weight-grad} is closed
+under differentiation), so the function can be differentiated any number of times
+in *reverse* mode (gradient matching needs grad-of-grad w.r.t. the images), under
+``jax.vmap``, ``jax.jit``, ``jax.checkpoint`` and ``lax.scan``.
+
+Under ``jax.vmap`` over networks (batched kernels) the convolutions run as a
+``lax.map`` over the networks instead of JAX's default grouped convolution, which
+XLA:CPU executes several times slower (``custom_vmap`` rule, see
+``_loop_batched_conv``); a batch axis on the images only is folded into N.
+
+Limitation: a ``custom_vjp`` function has no forward-mode rule, so ``jax.jvp``,
+``jax.jacfwd``, ``jax.hessian`` (= jacfwd of jacrev) and ``jax.linearize`` raise on
+it. Use ``conv_impl='xla'`` for code that needs forward mode.
+
+Layouts: images NHWC, kernels HWIO (Flax convention). All functions are float-dtype
+agnostic (the matmuls accumulate in the input dtype).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial
+from typing import Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+from jax.custom_batching import custom_vmap
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+ConvImpl = Literal["auto", "shifted", "xla"]
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+CONV_IMPLS: tuple[str, ...] = ("auto", "shifted", "xla")
+
+
+def _xla_conv(x: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
+    """Plain XLA stride-1 convolution. x [N,H,W,C], w [kh,kw,C,O] -> [N,Ho,Wo,O]."""
+    return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_DIMS)
+
+
+@lru_cache(maxsize=None)
+def _loop_batched_conv(padding: Padding):
+    """``_xla_conv`` for a fixed padding whose vmap over the *kernel* is a loop.
+
+    Under ``jax.vmap`` with a batched kernel (K networks), JAX's default batching rule
+    emits one grouped convolution (``feature_group_count=K``), which XLA:CPU runs
+    several times slower than K separate convolutions. This rule instead folds a
+    batched input-only axis into N, and runs a batched kernel as ``lax.map`` over K.
+    Never differentiated directly (only called inside the custom-vjp rules).
+    """
+
+    @custom_vmap
+    def conv(x, w):
+        return _xla_conv(x, w, padding)
+
+    @conv.def_vmap
+    def _rule(axis_size, in_batched, x, w):
+        x_b, w_b = in_batched
+        if not w_b:  # only x batched: [K, N, H, W, C] -> one conv over K*N images
+            k, n = x.shape[:2]
+            y = conv(x.reshape(k * n, *x.shape[2:]), w)
+            return y.reshape(k, n, *y.shape[1:]), True
+        if x_b:
+            return lax.map(lambda a: conv(a[0], a[1]), (x, w)), True
+        return lax.map(lambda wi: conv(x, wi), w), True
+
+    return conv
+
+
+def _transpose_padding(kernel_hw: tuple[int, int], padding: Padding) -> Padding:
+    """Padding of the input-gradient convolution: ``k - 1 - p`` on each side."""
+    (kh, kw), ((pt, pb), (pl, pr)) = kernel_hw, padding
+    return ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
+
+
+def _flip_kernel(w: jax.Array) -> jax.Array:
+    """[kh,kw,C,O] -> [kh,kw,O,C], spatially flipped (kernel of the input gradient)."""
+    return jnp.swapaxes(w[::-1, ::-1], 2, 3)
+
+
+def _shifted_wgrad_impl(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int],
+                        padding: Padding) -> jax.Array:
+    """Weight gradient as ``kh*kw`` shifted 2-D matmuls.
+
+    Args:
+      x: input [N, H, W, C]; dy: output cotangent [N, Ho, Wo, O].
+    Returns:
+      dw [kh, kw, C, O] with dw[i,j,c,o] = sum_{n,h,w} xp[n,h+i,w+j,c] dy[n,h,w,o].
+    """
+    kh, kw = kernel_hw
+    n, ho, wo, o = dy.shape
+    c = x.shape[-1]
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    dy2 = dy.reshape(n * ho * wo, o)
+    rows = []
+    for i in range(kh):
+        cols = []
+        for j in range(kw):
+            xs = xp[:, i:i + ho, j:j + wo, :].reshape(n * ho * wo, c)
+            cols.append(jnp.matmul(xs.T, dy2))
+        rows.append(jnp.stack(cols))
+    return jnp.stack(rows)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_stride1(x: jax.Array, w: jax.Array, padding: Padding) -> jax.Array:
+    """Stride-1 convolution with a shifted-matmul weight gradient.
+
+    Args:
+      x: images [N, H, W, C]. w: kernel [kh, kw, C, O].
+      padding: static ((top, bottom), (left, right)) zero padding, each in [0, k-1].
+    Returns:
+      [N, H + top + bottom - kh + 1, W + left + right - kw + 1, O].
+    """
+    return _loop_batched_conv(padding)(x, w)
+
+
+def _conv_fwd(x, w, padding):
+    # Calling the custom-vjp function itself (not the raw conv) means an *outer*
+    # differentiation (grad-of-grad) of this forward also goes through these rules.
+    return conv_stride1(x, w, padding), (x, w)
+
+
+def _conv_bwd(padding, res, dy):
+    x, w = res
+    dx = conv_stride1(dy, _flip_kernel(w), _transpose_padding(w.shape[:2], padding))
+    dw = conv_wgrad(x, dy, w.shape[:2], padding)
+    return dx, dw
+
+
+conv_stride1.defvjp(_conv_fwd, _conv_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_wgrad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int],
+               padding: Padding) -> jax.Array:
+    """Weight gradient of ``conv_stride1``: x [N,H,W,C], dy [N,Ho,Wo,O] -> [kh,kw,C,O].
+
+    Bilinear in (x, dy); its own vjp is a forward conv (w.r.t. dy) and an
+    input-gradient conv (w.r.t. x), both through ``conv_stride1``.
+    """
+    return _shifted_wgrad_impl(x, dy, kernel_hw, padding)
+
+
+def _wgrad_fwd(x, dy, kernel_hw, padding):
+    return conv_wgrad(x, dy, kernel_hw, padding), (x, dy)
+
+
+def _wgrad_bwd(kernel_hw, padding, res, g):
+    # dw[i,j,c,o] = sum xp[n,h+i,w+j,c] dy[n,h,w,o]; g has the shape of dw.
+    x, dy = res
+    d_dy = conv_stride1(x, g, padding)  # sum_{ijc} xp[n,h+i,w+j,c] g[i,j,c,o]
+    d_x = conv_stride1(dy, _flip_kernel(g), _transpose_padding(kernel_hw, padding))
+    return d_x, d_dy
+
+
+conv_wgrad.defvjp(_wgrad_fwd, _wgrad_bwd)
+
+
+def normalize_padding(padding: str | int | Sequence, kernel_hw: tuple[int, int]) -> Padding:
+    """'SAME' | 'VALID' | int | ((t,b),(l,r)) -> explicit ((t,b),(l,r)) for stride 1.
+
+    'SAME' follows XLA: total k-1, the extra pixel (even k) at the bottom/right.
+    """
+    kh, kw = kernel_hw
+    if isinstance(padding, str):
+        p = padding.upper()
+        if p == "SAME":
+            return (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
+        if p == "VALID":
+            return ((0, 0), (0, 0))
+        raise ValueError(f"padding string must be 'SAME' or 'VALID', got {padding!r}")
+    if isinstance(padding, int):
+        return ((padding, padding), (padding, padding))
+    (pt, pb), (pl, pr) = padding
+    return ((int(pt), int(pb)), (int(pl), int(pr)))
+
+
+def resolve_conv_impl(impl: str) -> str:
+    """'auto' -> 'shifted' on the CPU backend, 'xla' on GPU/TPU; validates the name."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        return "shifted" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def conv2d(x: jax.Array, w: jax.Array, padding: str | int | Sequence = "SAME",
+           impl: str = "shifted") -> jax.Array:
+    """Stride-1 NHWC convolution, any padding (excess over k-1 is pre-padded).
+
+    Args:
+      x: [N, H, W, C] (or [H, W, C], treated as N=1). w: [kh, kw, C, O].
+      padding: see ``normalize_padding``. impl: 'shifted' | 'xla' | 'auto'.
+    Returns:
+      [N, Ho, Wo, O] (no batch axis if x had none).
+    """
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
+    kh, kw = w.shape[:2]
+    pad = normalize_padding(padding, (kh, kw))
+    if resolve_conv_impl(impl) == "xla":
+        y = _xla_conv(x, w, pad)
+    else:
+        # Keep the in-primitive padding in [0, k-1] so the input-gradient conv has
+        # non-negative padding; anything beyond is a plain (differentiable) jnp.pad.
+        lim = (kh - 1, kw - 1)
+        inner = tuple(tuple(min(p, lim[a]) for p in pad[a]) for a in range(2))
+        outer = tuple(tuple(p - q for p, q in zip(pad[a], inner[a])) for a in range(2))
+        if any(p < 0 for pair in pad for p in pair):
+            raise ValueError(f"negative padding not supported: {pad}")
+        if any(p for pair in outer for p in pair):
+            x = jnp.pad(x, ((0, 0), outer[0], outer[1], (0, 0)))
+        y = conv_stride1(x, w, inner)
+    return y[0] if unbatched else y
+
+
+def torch_uniform_init(fan_in: int):
+    """Init U(-1/sqrt(fan_in), 1/sqrt(fan_in)) = PyTorch's default for conv/linear."""
+    bound = 1.0 / float(fan_in) ** 0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class FastConv(nn.Module):
+    """Stride-1 2-D convolution layer (Flax), parameters named like ``nn.Conv``.
+
+    Params: ``kernel`` [kh, kw, C, O] and ``bias`` [O], both initialised like PyTorch's
+    ``nn.Conv2d`` (U(+-1/sqrt(C*kh*kw))). ``impl='shifted'`` uses the custom-vjp
+    conv (fast CPU weight gradient, reverse-mode only); ``'xla'`` is the plain
+    ``lax.conv_general_dilated`` (= ``nn.Conv``), ``'auto'`` picks by backend. Both give
+    the same parameter tree, so variables are interchangeable.
+
+    Input [N, H, W, C] -> output [N, Ho, Wo, features].
+    """
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    padding: str | int | tuple = "SAME"
+    use_bias: bool = True
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        c = x.shape[-1]
+        init = torch_uniform_init(c * kh * kw)
+        kernel = self.param("kernel", init, (kh, kw, c, self.features))
+        y = conv2d(x, kernel.astype(x.dtype), self.padding, self.impl)
+        if self.use_bias:
+            bias = self.param("bias", init, (self.features,))
+            y = y + bias.astype(y.dtype)
+        return y

@@ -1,0 +1,31 @@
+"""Train MTT expert trajectories: python launch/buffer.py --config=configs/buffer.py:cifar10 --workdir=DIR
+
+Fields `num_experts`, `epochs` (and every other `configs/buffer.py` field) can be
+overridden, e.g. `--config.num_experts=10 --config.selection.indicator=loss
+--config.selection.ratio=0.2`. Writes manifest.json, experts_*.npz, selection.npz,
+config.json, metrics.csv and result.json into --workdir; rerunning with the same
+--workdir trains only the missing experts. Distil with `configs/mtt.py` and
+`--config.buffer_dir=DIR`.
+"""
+
+import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
+from absl import app, flags
+from ml_collections import config_flags
+
+from gold.distill.buffer import run
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the expert buffer.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    result = run(_CONFIG.value, _WORKDIR.value)
+    print(f"buffer {result['buffer_dir']}: {result['num_experts']} experts x {result['epochs']} epochs, "
+          f"expert test accuracy {result['test_accuracy_mean']:.2f}+-{result['test_accuracy_std']:.2f}%, "
+          f"seconds={result['seconds']:.1f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

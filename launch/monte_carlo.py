@@ -1,0 +1,32 @@
+"""Monte-Carlo utility: python launch/monte_carlo.py --config=configs/monte_carlo.py:dc,mnist --workdir=DIR
+
+Distils K random subsets (many at once, vmapped) and scores every sample by the mean
+accuracy of the runs that contained it. Writes utility.npz (use it as
+--config.selection.utility_path of any launcher), trials.npz, result.json and the
+convergence table / plot; rerunning with the same --workdir skips finished chunks.
+See configs/monte_carlo.py for a CPU-size command.
+"""
+
+import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
+from absl import app, flags
+from ml_collections import config_flags
+
+from gold.experiments.monte_carlo import run
+
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "Path to configs/monte_carlo.py[:<algo>,<dataset>].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumable).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    r = run(_CONFIG.value, _WORKDIR.value)
+    last = r["convergence"][-1]
+    print(f"trials={r['trials']} subset_size={r['subset_size']} seconds_per_trial={r['seconds_per_trial']:.2f} "
+          f"spearman@{last['total_trials']}={last['spearman']} utility={r['utility_path']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

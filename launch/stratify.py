@@ -1,0 +1,34 @@
+"""Stratified analysis: python launch/stratify.py --config=configs/stratify.py:dc,mnist --workdir=DIR
+
+Splits every class into `--config.selection.num_strata` strata by
+`--config.selection.indicator` (S1 = lowest utility), distils each, and writes
+config.json, result.json (strata: accuracy, diversity, outliers), strata.csv, strata.md,
+strata.png and one sub-run per stratum under points/ (finished ones are skipped on a
+rerun). See configs/stratify.py for a CPU-size command and the fields.
+"""
+
+import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
+from absl import app, flags
+from ml_collections import config_flags
+
+from gold.experiments.stratify import run
+
+_CONFIG = config_flags.DEFINE_config_file("config", None,
+                                          "Path to configs/stratify.py[:<algo>,<dataset>].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory (resumable).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    result = run(_CONFIG.value, _WORKDIR.value)
+    for row in result["strata"]:
+        div = row.get("diversity")
+        print(f"S{row['stratum']}: {row['accuracy_mean']:.2f}+-{row['accuracy_std']:.2f}"
+              + ("" if div is None else f" diversity={div:.3f} outliers={row.get('outliers')}"))
+    print(f"seconds={result['seconds']:.1f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,32 @@
+"""Critical-sample-ratio sweep: python launch/sweep.py --config=configs/sweep.py:dc,mnist --workdir=DIR
+
+Distils from every kept ratio of `--config.ratios` (`--config.repeats` runs each) and
+from the full data, then reports gamma. Writes config.json, result.json (gamma, full,
+rows), table.csv, table.md, sweep.png and one sub-run per point under points/; rerunning
+with the same --workdir skips the finished points. See configs/sweep.py for a CPU-size
+command and the fields.
+"""
+
+import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
+from absl import app, flags
+from ml_collections import config_flags
+
+from gold.experiments.gamma import format_ratio
+from gold.experiments.sweep import run
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/sweep.py[:<algo>,<dataset>].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory (resumable).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    result = run(_CONFIG.value, _WORKDIR.value)
+    print(f"gamma={format_ratio(result['gamma'])} found={result['gamma_found']} "
+          f"full={result['full']['accuracy_mean']:.2f}+-{result['full']['accuracy_std']:.2f} "
+          f"seconds={result['seconds']:.1f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

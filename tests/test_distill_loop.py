@@ -1,0 +1,194 @@
+"""gold.distill.loop: end-to-end tiny runs, artifacts, selection, resume, bad inputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import dc as dc_config
+from configs import dm as dm_config
+from gold import workdir as gwork
+from gold.distill import load_synthetic, loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(config, data_dir, **over):
+    """Seconds-sized run: 20 train / 10 test images per class, width 8, depth 1, 2 eval
+    models x 4 epochs."""
+    config.data.dir = str(data_dir)
+    config.data.train_per_class = 20
+    config.data.test_per_class = 10
+    config.model.width = 8
+    config.model.depth = 1
+    config.model.conv_impl = "xla"
+    config.batch_real = 8
+    config.iterations = 3
+    config.eval.num_models = 2
+    config.eval.epochs = 4
+    config.eval.augment = "none"
+    config.checkpoint_every = 1
+    config.log_every = 1
+    for k, v in over.items():
+        node = config
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return config
+
+
+def test_end_to_end_dm_run_with_selection_and_artifacts(tmp_path, gold_data_dir):
+    cfg = tiny(dm_config.get_config("mnist"), gold_data_dir, **{
+        "selection.indicator": "random", "selection.ratio": 0.5, "ipc": 2,
+        "dsa_strategy": "crop_flip"})  # Siamese DSA with two cheap op groups
+    wd = tmp_path / "dm"
+    res = loop.run(cfg, str(wd))
+    for f in ("config.json", "result.json", "synthetic.npz", "synthetic.png", "metrics.csv",
+              "selection.npz"):
+        assert (wd / f).exists(), f
+    on_disk = json.loads((wd / "result.json").read_text())
+    assert on_disk["num_real"] == res["num_real"] == 100  # 10 of 20 per class kept
+    with np.load(wd / "selection.npz") as f:
+        assert len(f["ids"]) == 100
+    for k in ("accuracy_mean", "accuracy_std", "seconds", "algorithm", "dataset", "ipc"):
+        assert k in on_disk
+    assert on_disk["algorithm"] == "dm" and on_disk["ipc"] == 2 and on_disk["dataset"] == "mnist"
+    assert 0.0 <= on_disk["accuracy_mean"] <= 100.0
+    syn = load_synthetic(str(wd / "synthetic.npz"))
+    assert syn.x.shape == (20, 28, 28, 1) and syn.dataset == "mnist" and syn.ipc == 2
+    assert syn.protocol.num_models == 2 and syn.lr is None and syn.meta["num_real"] == 100
+    # evaluates anywhere: same key + same test images -> same accuracies as the run
+    again = syn.evaluate(jax.random.fold_in(jax.random.key(cfg.seed), 4), data_dir=str(gold_data_dir),
+                         test_per_class=10, strict_counts=False)
+    np.testing.assert_allclose(again.accuracies, on_disk["accuracies"], atol=1e-6)
+    pix = syn.to_pixels()  # de-normalised: pixels = x * std + mean
+    np.testing.assert_allclose(pix, syn.x * 0.3081 + 0.1307, rtol=1e-5, atol=1e-6)
+    from PIL import Image
+    with Image.open(wd / "synthetic.png") as img:
+        assert img.size[1] > img.size[0] / 2  # 10 rows of 2
+
+
+def test_iterations_zero_evaluates_random_real_baseline(tmp_path, gold_data_dir):
+    cfg = tiny(dc_config.get_config("mnist"), gold_data_dir, iterations=0, init="real")
+    res = loop.run(cfg, str(tmp_path / "base"))
+    syn = load_synthetic(str(tmp_path / "base" / "synthetic.npz"))
+    ds = loop.load_data(cfg.data)
+    flat = ds.x_train.reshape(len(ds.x_train), -1)
+    for x, y in zip(syn.x, syn.y):  # the initial set = real images of the right class
+        match = np.flatnonzero(np.all(flat == x.reshape(-1), axis=1))
+        assert len(match) and ds.y_train[match[0]] == y
+    assert res["iterations"] == 0 and res["num_real"] == 200
+
+
+def _launch(workdir, data_dir, extra=(), cache_dir=None):
+    args = [sys.executable, os.path.join(REPO, "launch", "distill.py"),
+            "--config=" + os.path.join(REPO, "configs", "dc.py") + ":mnist", f"--workdir={workdir}",
+            f"--config.data.dir={data_dir}", "--config.data.train_per_class=20",
+            "--config.data.test_per_class=10", "--config.model.width=8", "--config.model.depth=1",
+            "--config.model.conv_impl=xla", "--config.batch_real=8", "--config.iterations=40",
+            "--config.eval.num_models=2", "--config.eval.epochs=4", "--config.eval.augment=none",
+            "--config.checkpoint_every=1", "--config.log_every=1", *extra]
+    env = {**os.environ, "PYTHONPATH": REPO}
+    if cache_dir:  # the three processes share compiled programs (identical executables)
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+
+def test_sigkill_and_resume_gives_the_same_synthetic_set(tmp_path, gold_data_dir):
+    killed, cache = tmp_path / "killed", tmp_path / "jax_cache"
+    proc = _launch(killed, gold_data_dir, cache_dir=cache)
+    ckpt = killed / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        done = [int(d) for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
+        if done and max(done) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert not (killed / "result.json").exists()
+    resumed = _launch(killed, gold_data_dir, cache_dir=cache)
+    out = resumed.communicate(timeout=600)[0].decode()
+    assert resumed.returncode == 0, out
+    assert "resumed from checkpoint at iteration" in out
+    straight = tmp_path / "straight"
+    ref = _launch(straight, gold_data_dir, cache_dir=cache)
+    out = ref.communicate(timeout=600)[0].decode()
+    assert ref.returncode == 0, out
+    a = load_synthetic(str(killed / "synthetic.npz"))
+    b = load_synthetic(str(straight / "synthetic.npz"))
+    np.testing.assert_array_equal(a.x, b.x)
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (killed, straight))
+    assert ra["accuracies"] == rb["accuracies"]
+    steps = [int(line.split(",")[0]) for line in (killed / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps[:40] == list(range(1, 41))  # rows after the checkpoint were not duplicated
+
+
+def test_nan_guard_stops_with_the_iteration_and_keeps_last_checkpoint(tmp_path, gold_data_dir, monkeypatch):
+    import types
+    from gold.distill import dm
+
+    def make(config, real):  # DM whose loss turns NaN at the 4th iteration
+        algo = dm.make(config, real)
+
+        def step(state, key, real_):
+            new, m = algo.step(state, key, real_)
+            return new, {"loss": jnp.where(state.iteration >= 3, jnp.nan, m["loss"])}
+
+        return algo._replace(step=step)
+
+    monkeypatch.setattr(loop, "get_algorithm", lambda name: types.SimpleNamespace(make=make))
+    cfg = tiny(dm_config.get_config("mnist"), gold_data_dir, iterations=6, dsa_strategy="none")
+    with pytest.raises(FloatingPointError, match="iteration 4 of dm.*iteration 3"):
+        loop.run(cfg, str(tmp_path / "nan"))
+    ckpts = sorted(int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints") if d.isdigit())
+    assert ckpts[-1] == 3 and not (tmp_path / "nan" / "result.json").exists()
+
+
+def test_bad_inputs_give_one_clear_error_each(tmp_path, gold_data_dir):
+    base = lambda **o: tiny(dc_config.get_config("mnist"), gold_data_dir, **o)
+    with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
+        loop.run(base(algorithm="nope"), str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="planned but not implemented"):
+        loop.get_algorithm("linba")
+    with pytest.raises(ValueError, match="ratio must be in"):
+        loop.run(base(**{"selection.indicator": "random", "selection.ratio": 1.5}), str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="ratio must be in"):
+        loop.run(base(**{"selection.indicator": "random", "selection.ratio": 0.0}), str(tmp_path / "b2"))
+    # IPC larger than the smallest kept class with real init (no selection) ...
+    with pytest.raises(ValueError, match="ipc=25"):
+        loop.run(base(ipc=25, init="real"), str(tmp_path / "c"))
+    # ... and through the selection (kept 2 per class < ipc 5)
+    with pytest.raises(ValueError, match="min_per_class|fewer than"):
+        loop.run(base(ipc=5, init="real", **{"selection.indicator": "random", "selection.stratum": 10,
+                                             "selection.num_strata": 10}), str(tmp_path / "c2"))
+    # a utility file from another dataset
+    from gold.utility import Utility, save_utility
+    n = 20 * 10
+    u = Utility(scores=np.zeros(n, np.float32), labels=np.repeat(np.arange(10), 20).astype(np.int32),
+                ids=np.arange(n, dtype=np.int64), indicator="loss", dataset="digits", settings={},
+                seed=0, seconds=0.0)
+    upath = str(tmp_path / "digits_utility.npz")
+    save_utility(upath, u)
+    with pytest.raises(ValueError, match="digits"):
+        loop.run(base(**{"selection.indicator": "loss", "selection.ratio": 0.5,
+                         "selection.utility_path": upath}), str(tmp_path / "d"))
+    # resuming a workdir whose config differs
+    wd = str(tmp_path / "e")
+    gwork.prepare_workdir(wd, base(ipc=1))
+    with pytest.raises(ValueError, match="different config.*ipc: 1 -> 2"):
+        loop.run(base(ipc=2), wd)
+    # harmless fields may change
+    assert loop.config_differences({"eval_every": 1, "eval": {"epochs": 3}, "data": {"dir": "a"}},
+                                   {"eval_every": 5, "eval": {"epochs": 4}, "data": {"dir": "b"}}) == []
