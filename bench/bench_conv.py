@@ -144,13 +144,17 @@ def section_layer(results: dict, reps: int) -> None:
     wc = jnp.transpose(w, (3, 2, 0, 1))
     f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                   dimension_numbers=("NCHW", "OIHW", "NCHW"))
-    cases["layer xla NCHW fwd+bwd"] = (jax.jit(lambda x, w, dy: jax.vjp(f, x, w)[1](dy)),
-                                       (xc, wc, dyc))
-    for impl in ("xla", "shifted"):
-        cases[f"layer {impl} bf16 fwd+bwd"] = (vjps(impl, jnp.bfloat16)[3], (x, w, dy))
+    if not LITE:
+        cases["layer xla NCHW fwd+bwd (dx, dw)"] = (
+            jax.jit(lambda x, w, dy: jax.vjp(f, x, w)[1](dy)), (xc, wc, dyc))
+        for impl in ("xla", "shifted"):
+            cases[f"layer {impl} bf16 fwd+bwd (dx, dw)"] = (vjps(impl, jnp.bfloat16)[3],
+                                                            (x, w, dy))
+    else:
+        cases = {k: v for k, v in cases.items() if "fwd+bwd" in k}
     compare(results, cases, reps, notes={"layer xla forward": f"({flop / 1e9:.1f} GFLOP)"},
             base=lambda n: n.replace("shifted", "xla").replace(" NCHW", "").replace(
-                "xla bf16", "xla"))
+                " bf16", ""))
 
 
 def _ce_grad_fn(model, x, y):
@@ -172,6 +176,9 @@ def section_step(results: dict, reps: int) -> None:
     for impl in ("xla", "shifted"):
         model = get_model("convnet", 10, shape, conv_impl=impl)
         cases[f"convnetd3 {impl} param grad"] = (_ce_grad_fn(model, x, y), (params,))
+    if LITE:
+        compare(results, cases, reps)
+        return
     # Norm / pooling formulations (monkeypatched module-level helpers at build time).
     orig_norm, orig_pool = convnet_mod.make_norm, convnet_mod.pool2x2
     try:
@@ -265,8 +272,8 @@ def section_flags(results: dict, reps: int) -> None:
     print("== flags: layer + step sections under XLA_FLAGS variants (subprocesses)")
     for flags in FLAG_SETS:
         env = dict(os.environ, XLA_FLAGS=flags)
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--reps", str(reps),
-               "--sections", "env,layer,step"]
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--lite", "--reps",
+               str(reps), "--sections", "env,layer,step"]
         try:
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
         except subprocess.TimeoutExpired:
@@ -294,28 +301,19 @@ def section_torch(results: dict, reps: int) -> None:
         print("== torch: not importable, skipped")
         return
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    print(f"== torch {torch.__version__} ({torch.get_num_threads()} threads)")
-
-    def ttime(fn, reps=reps):
-        for _ in range(2):
-            fn()
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return float(np.median(ts) * 1e3)
+    print(f"== torch {torch.__version__} ({torch.get_num_threads()} threads), interleaved "
+          "with the same JAX computations")
 
     torch.manual_seed(0)
-    x = torch.randn(256, 128, 16, 16, requires_grad=True)
+    xt = torch.randn(256, 128, 16, 16, requires_grad=True)
     conv = torch.nn.Conv2d(128, 128, 3, padding=1)
+    ones = torch.ones(256, 128, 16, 16)
 
     def layer():
-        x.grad = None
+        xt.grad = None
         conv.zero_grad()
-        conv(x).backward(torch.ones(256, 128, 16, 16))
-
-    emit(results, "torch layer fwd+bwd (dx, dw)", ttime(layer))
+        conv(xt).backward(ones)
+        return 0
 
     net = torch.nn.Sequential(
         *[m for c in (3, 128, 128) for m in (
@@ -328,11 +326,34 @@ def section_torch(results: dict, reps: int) -> None:
     def step():
         net.zero_grad()
         F.cross_entropy(net(xb), yb).backward()
+        return 0
 
-    emit(results, "torch convnetd3 param grad (B=256)", ttime(step))
-    with torch.no_grad():
-        emit(results, "torch convnetd3 forward (B=256)", ttime(lambda: net(xb)))
+    def fwd():
+        with torch.no_grad():
+            net(xb)
+        return 0
 
+    # The JAX counterparts, interleaved with the torch calls for a fair ratio.
+    ks = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(ks[0], (256, 16, 16, 128))
+    w = 0.03 * jax.random.normal(ks[1], (3, 3, 128, 128))
+    dy = jnp.ones((256, 16, 16, 128))
+    jl = jax.jit(lambda x, w, dy: jax.vjp(lambda x, w: conv2d(x, w, "SAME", "shifted"),
+                                          x, w)[1](dy))
+    shape = (32, 32, 3)
+    xj = jax.random.normal(ks[2], (256, *shape))
+    yj = jnp.arange(256) % 10
+    model = get_model("convnet", 10, shape, conv_impl="shifted")
+    params = model.init(jax.random.PRNGKey(0), xj[:1])["params"]
+    cases = {"torch layer fwd+bwd (dx, dw)": (layer, ()),
+             "jax shifted layer fwd+bwd (dx, dw)": (jl, (x, w, dy)),
+             "torch convnetd3 param grad (B=256)": (step, ()),
+             "jax shifted convnetd3 param grad (B=256)": (_ce_grad_fn(model, xj, yj), (params,)),
+             "torch convnetd3 forward (B=256)": (fwd, ())}
+    compare(results, cases, reps, base=lambda n: n.replace("jax shifted", "torch"))
+
+
+LITE = False  # set by --lite: only the xla-vs-shifted fwd+bwd / param-grad cases
 
 SECTIONS = {"env": section_env, "layer": section_layer, "step": section_step,
             "dc": section_dc, "vmap": section_vmap, "flags": section_flags,
@@ -346,7 +367,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="reps 3, no flags/vmap sections")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--lite", action="store_true",
+                    help="layer/step: only xla vs shifted fwd+bwd and param grad")
     args = ap.parse_args(argv)
+    global LITE
+    LITE = args.lite
     sections = [s for s in args.sections.split(",") if s]
     reps = args.reps
     if args.quick:

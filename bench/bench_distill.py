@@ -22,6 +22,10 @@ PyTorch: median of ``--reps`` after one warm-up step, ``torch.get_num_threads()`
 * variants: DC IPC 1 with XLA's own convolution (``conv_impl='xla'``) instead of the
         shifted-matmul weight gradient, and with the class loop unrolled.
 
+* parity: the same DC matching loss of one class and its gradient w.r.t. the
+        synthetic images, JAX (gold) vs the PyTorch reference formulas, on identical
+        weights (copied from a PyTorch ConvNet) in float64: relative differences.
+
 Compile times are reported separately (they are paid once per run).
 """
 
@@ -47,7 +51,7 @@ from configs import dm as dm_config  # noqa: E402
 from gold import data as gdata  # noqa: E402
 from gold.distill import common, loop  # noqa: E402
 
-SECTIONS = ("dc1", "dc10", "dm", "variants", "torch")
+SECTIONS = ("parity", "dc1", "dc10", "dm", "variants", "torch")
 
 
 def load_real(data_dir: str, per_class: int):
@@ -97,6 +101,37 @@ def _once(obj) -> float:
     return time.perf_counter() - t
 
 
+def parity(x, y) -> dict:
+    """gold's DC class loss / image gradient vs the PyTorch reference, float64."""
+    import jax.numpy as jnp
+    import torch
+    import torch_reference as tr
+    from gold import models
+    from gold import nn as gnn
+    from gold.distill import matching
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        torch.manual_seed(0)
+        net = tr.ConvNet(1, 10, 16, 3, (28, 28)).double()
+        c = 3
+        xr = x[y == c][:64].astype(np.float64)
+        xs = np.random.default_rng(0).normal(size=(2, 28, 28, 1))
+        loss_t, gx_t = tr.dc_class_loss_and_image_grad(net, xr, xs, c)
+        model = models.get_model("convnet", 10, (28, 28, 1), width=16)
+        p = jax.tree.map(jnp.asarray, tr.flax_params_from_torch(net))
+        f = lambda q, xx: jnp.mean(gnn.per_sample_cross_entropy(model.apply({"params": q}, xx),
+                                                                 jnp.full((len(xx),), c)))
+        g_real = jax.grad(f)(p, jnp.asarray(xr))
+        loss_j, gx_j = jax.value_and_grad(
+            lambda xx: matching.gradient_distance(g_real, jax.grad(f)(p, xx), "ours"))(jnp.asarray(xs))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    return {"loss_torch": loss_t, "loss_jax": float(loss_j),
+            "loss_rel_diff": abs(loss_t - float(loss_j)) / abs(loss_t),
+            "grad_rel_diff": float(np.abs(np.asarray(gx_j) - gx_t).max() / np.abs(gx_t).max())}
+
+
 def dc_cfg(ipc: int, width: int, **over):
     cfg = dc_config.get_config("mnist")
     cfg.ipc, cfg.model.width, cfg.batch_real = ipc, width, 256
@@ -135,6 +170,12 @@ def main() -> None:
         print(f"{name:28s} {res['step_s']:8.2f} s/step{extra}  ({len(res['all_s'])} reps)", flush=True)
 
     w = args.width
+    if "parity" in sections:
+        res = parity(x, y)
+        out["parity"] = res
+        print(f"parity (float64, width 16): loss {res['loss_jax']:.12g} vs torch {res['loss_torch']:.12g}, "
+              f"rel diff {res['loss_rel_diff']:.1e}; image-gradient rel diff {res['grad_rel_diff']:.1e}",
+              flush=True)
     if "dc1" in sections:
         record("jax_dc_ipc1", jax_step_time(dc_cfg(1, w), x, y, args.reps))
         if "torch" in sections:

@@ -164,4 +164,41 @@ def time_steps(obj, reps: int) -> list[float]:
     return out
 
 
-__all__ = ["ConvNet", "TorchDC", "TorchDM", "distance_wb", "match_loss", "time_steps"]
+def flax_params_from_torch(net: ConvNet) -> dict:
+    """The parameters of ``net`` as a gold ConvNet parameter tree (Flax layout).
+
+    conv (O,I,H,W) -> (H,W,I,O); GroupNorm weight/bias -> InstanceNorm scale/bias;
+    Linear (O, C*H*W) in PyTorch's NCHW flatten order -> (H*W*C, O) in NHWC order.
+    """
+    sd = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    convs = [k for k in sd if k.startswith("features") and k.endswith("weight") and sd[k].ndim == 4]
+    norms = [k for k in sd if k.startswith("features") and k.endswith("weight") and sd[k].ndim == 1]
+    p = {}
+    for i, (kc, kn) in enumerate(zip(convs, norms)):
+        p[f"conv_{i}"] = {"kernel": sd[kc].transpose(2, 3, 1, 0), "bias": sd[kc.replace("weight", "bias")]}
+        p[f"norms_{i}"] = {"scale": sd[kn], "bias": sd[kn.replace("weight", "bias")]}
+    w = sd["classifier.weight"]
+    c = sd[convs[-1]].shape[0]
+    hw = int(round((w.shape[1] // c) ** 0.5))
+    p["head"] = {"kernel": w.reshape(w.shape[0], c, hw, hw).transpose(0, 2, 3, 1).reshape(w.shape[0], -1).T,
+                 "bias": sd["classifier.bias"]}
+    return p
+
+
+def dc_class_loss_and_image_grad(net: ConvNet, x_real: np.ndarray, x_syn: np.ndarray, c: int):
+    """Reference DC matching loss of one class and its gradient w.r.t. the synthetic
+    images (NHWC numpy in, NHWC numpy out), in the network's dtype."""
+    dtype = next(net.parameters()).dtype
+    xr = torch.tensor(x_real.transpose(0, 3, 1, 2), dtype=dtype)
+    xs = torch.tensor(x_syn.transpose(0, 3, 1, 2), dtype=dtype, requires_grad=True)
+    params = list(net.parameters())
+    gr = [g.detach() for g in torch.autograd.grad(
+        F.cross_entropy(net(xr), torch.full((len(xr),), c)), params)]
+    gs = torch.autograd.grad(F.cross_entropy(net(xs), torch.full((len(xs),), c)), params, create_graph=True)
+    loss = match_loss(gs, gr)
+    gx = torch.autograd.grad(loss, xs)[0]
+    return float(loss.detach()), gx.numpy().transpose(0, 2, 3, 1)
+
+
+__all__ = ["ConvNet", "TorchDC", "TorchDM", "dc_class_loss_and_image_grad", "distance_wb",
+           "flax_params_from_torch", "match_loss", "time_steps"]

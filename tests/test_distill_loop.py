@@ -48,7 +48,7 @@ def tiny(config, data_dir, **over):
 def test_end_to_end_dm_run_with_selection_and_artifacts(tmp_path, gold_data_dir):
     cfg = tiny(dm_config.get_config("mnist"), gold_data_dir, **{
         "selection.indicator": "random", "selection.ratio": 0.5, "ipc": 2,
-        "dsa_strategy": "crop_flip"})  # Siamese DSA with two cheap op groups
+        "dsa_strategy": "crop_flip", "eval_every": 2})  # Siamese DSA with two cheap op groups
     wd = tmp_path / "dm"
     res = loop.run(cfg, str(wd))
     for f in ("config.json", "result.json", "synthetic.npz", "synthetic.png", "metrics.csv",
@@ -58,6 +58,11 @@ def test_end_to_end_dm_run_with_selection_and_artifacts(tmp_path, gold_data_dir)
     assert on_disk["num_real"] == res["num_real"] == 100  # 10 of 20 per class kept
     with np.load(wd / "selection.npz") as f:
         assert len(f["ids"]) == 100
+    import csv
+    with open(wd / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows if r["loss"]] == ["1", "2", "3"]
+    assert [r["step"] for r in rows if r["eval_accuracy_mean"]] == ["2", "3"]  # eval_every + final
     for k in ("accuracy_mean", "accuracy_std", "seconds", "algorithm", "dataset", "ipc"):
         assert k in on_disk
     assert on_disk["algorithm"] == "dm" and on_disk["ipc"] == 2 and on_disk["dataset"] == "mnist"

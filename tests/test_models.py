@@ -381,6 +381,37 @@ def test_vmapped_shifted_conv_matches_per_network_results():
         3, 2, 5, 5, 4)) < 1e-5
 
 
+def test_unrolled_training_with_scan_and_checkpoint_matches_xla():
+    # MTT / LinBa style: differentiate through SGD steps (lax.scan + jax.checkpoint)
+    # w.r.t. the synthetic images.
+    shape = (6, 6, 2)
+    ks = jax.random.split(KEY, 3)
+    x_syn = jax.random.normal(ks[0], (4, *shape))
+    x_real = jax.random.normal(ks[1], (5, *shape))
+    y_syn, y_real = jnp.arange(4) % 2, jnp.arange(5) % 2
+
+    def unrolled(xs, impl):
+        model = get_model("convnet", 2, shape, width=4, depth=1, conv_impl=impl)
+        params = model.init(ks[2], xs)["params"]
+
+        def ce(p, x, y):
+            logits = model.apply({"params": p}, x)
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[jnp.arange(len(y)), y])
+
+        @jax.checkpoint
+        def step(p, _):
+            g = jax.grad(ce)(p, xs, y_syn)
+            return jax.tree.map(lambda a, b: a - 0.1 * b, p, g), None
+
+        params, _ = jax.lax.scan(step, params, None, length=2)
+        return ce(params, x_real, y_real)
+
+    fn = jax.jit(jax.grad(unrolled), static_argnums=1)
+    ref, got = fn(x_syn, "xla"), fn(x_syn, "shifted")
+    assert float(jnp.max(jnp.abs(ref))) > 0
+    assert _rel_err(got, ref) < 1e-4
+
+
 def test_shifted_conv_has_no_forward_mode_but_xla_does():
     x = jax.random.normal(KEY, (1, 5, 5, 2))
     w = jax.random.normal(KEY, (3, 3, 2, 2))

@@ -78,12 +78,15 @@ def check_experiment_workdir(workdir: str, config: Any, ignore: Sequence[str] = 
     """Refuse a workdir whose ``config.json`` describes a different experiment.
 
     Fields in ``ignore`` (e.g. the ratio grid or the repeat count of a sweep) may change:
-    the finished points stay valid and new ones are added.
+    the finished points stay valid and new ones are added. Fields missing from the stored
+    config (added to the code since, with their defaults) are not differences.
     """
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return
-    diffs = config_diff(gwork.read_json(path), config, ignore)
+    # A field absent from the stored config was added to the code since (with its
+    # default): not a different experiment.
+    diffs = [d for d in config_diff(gwork.read_json(path), config, ignore) if ": '<absent>' ->" not in d]
     if diffs:
         raise ValueError(f"{workdir} holds a different experiment; use a new --workdir. "
                          f"Differences: " + "; ".join(diffs))
@@ -149,9 +152,14 @@ def repeat_stats(results: Sequence[dict]) -> dict:
         "accuracy_std": std,
         "std_over": over,
         "repeat_means": [float(m) for m in means],
-        "num_real": float(np.mean([float(r.get("num_real", np.nan)) for r in results])),
+        "num_real": _int_if_whole(np.mean([float(r.get("num_real", np.nan)) for r in results])),
         "seconds": float(np.sum([float(r.get("seconds", 0.0)) for r in results])),
     }
+
+
+def _int_if_whole(value: float) -> float | int:
+    v = float(value)
+    return int(v) if np.isfinite(v) and v == int(v) else v
 
 
 # ---------------------------------------------------------------------------- tables

@@ -138,6 +138,8 @@ def compute_utility(
         ``fold_in(key, 2)``).
       log: per-epoch progress callback ``(step, scalars)``; None = silent.
 
+    The returned ``seed`` is ``config.seed`` (metadata; the randomness is ``key``).
+
     Returns:
       :class:`Utility`; loss-family utilities carry the mean loss curve ``[E, N]`` and
       extras ``el2n_curve``, ``correct_curve`` (``[E, N]``), ``forgetting`` (``[N]``),
@@ -150,8 +152,8 @@ def compute_utility(
     seed = int(_get(config, "seed", 0) or 0)
     model = build_model(dataset, config)
     labels = np.asarray(dataset.y_train, np.int32)
-    ids = np.asarray(getattr(dataset, "ids", None) if getattr(dataset, "ids", None) is not None
-                     else np.arange(len(labels)), np.int64)
+    ids = getattr(dataset, "ids", None)
+    ids = np.arange(len(labels), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
     num_classes = int(dataset.num_classes)
     # Fail fast on impossible K before any training.
     counts = np.bincount(labels, minlength=num_classes)
@@ -197,7 +199,9 @@ def compute_utility(
         extras["init_indices"] = init_indices
         scores = gfeat.init_distance_scores(feats, labels, num_classes, init_indices)
     model_cfg = _get(config, "model")
-    if model_cfg is not None:
+    if model_cfg is None:
+        settings["model"] = {"name": "convnet"}  # ConvNetD3, width 128, instance norm
+    else:
         settings["model"] = model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else dict(model_cfg)
     return Utility(scores, labels, ids, indicator, dataset.name, settings, seed,
                    time.time() - start, curve, extras)
