@@ -61,75 +61,62 @@ def load_real(data_dir: str, per_class: int):
     return ds.x_train, ds.y_train
 
 
-def jax_step_time(config, x, y, reps: int) -> dict:
-    """Compile one step of ``config.algorithm`` and time ``reps`` executions."""
-    real = common.make_real_data(x, y, 10, int(config.batch_real))
-    algo = loop.get_algorithm(config.algorithm).make(config, real)
-    state = algo.init(jax.random.key(0), real)
-    t = time.perf_counter()
-    compiled = jax.jit(algo.step).lower(state, jax.random.key(1), real).compile()
-    compile_s = time.perf_counter() - t
-    times = []
-    for r in range(reps):
+class JaxStep:
+    """One compiled step of ``config.algorithm`` on real MNIST; ``once()`` times one call."""
+
+    def __init__(self, config, x, y):
+        self.real = common.make_real_data(x, y, 10, int(config.batch_real))
+        algo = loop.get_algorithm(config.algorithm).make(config, self.real)
+        self.state = algo.init(jax.random.key(0), self.real)
         t = time.perf_counter()
-        state, m = compiled(state, jax.random.key(2 + r), real)
-        jax.block_until_ready((state, m))
-        times.append(time.perf_counter() - t)
-    return {"compile_s": compile_s, "step_s": float(np.median(times)), "all_s": times,
-            "loss": float(m["loss"])}
+        self.fn = jax.jit(algo.step).lower(self.state, jax.random.key(1), self.real).compile()
+        self.compile_s = time.perf_counter() - t
+        self.calls = 0
+
+    def once(self) -> float:
+        self.calls += 1
+        t = time.perf_counter()
+        self.state, m = self.fn(self.state, jax.random.key(1 + self.calls), self.real)
+        jax.block_until_ready((self.state, m))
+        return time.perf_counter() - t
 
 
-def torch_step_time(kind: str, x, y, ipc: int, reps: int, outer=1, inner=1, width=128) -> dict:
-    """Time the PyTorch reference step (bench/torch_reference.py)."""
-    import torch
-    import torch_reference as tr
+class TorchStep:
+    """The PyTorch reference step (bench/torch_reference.py); ``once()`` times one call."""
 
-    torch.manual_seed(0)
-    np.random.seed(0)
-    if kind == "dc":
-        obj = tr.TorchDC(x, y, 10, ipc, outer, inner, batch_real=256, width=width)
-    else:
-        obj = tr.TorchDM(x, y, 10, ipc, batch_real=256, width=width)
-    warm = reps > 1 or kind != "dc" or outer == 1
-    times = tr.time_steps(obj, reps) if warm else [_once(obj)]
-    return {"step_s": float(np.median(times)), "all_s": times, "threads": torch.get_num_threads()}
+    def __init__(self, kind: str, x, y, ipc: int, outer=1, inner=1, width=128):
+        import torch
+        import torch_reference as tr
 
-
-def _once(obj) -> float:
-    t = time.perf_counter()
-    obj.step()
-    return time.perf_counter() - t
-
-
-def parity(x, y) -> dict:
-    """gold's DC class loss / image gradient vs the PyTorch reference, float64."""
-    import jax.numpy as jnp
-    import torch
-    import torch_reference as tr
-    from gold import models
-    from gold import nn as gnn
-    from gold.distill import matching
-
-    jax.config.update("jax_enable_x64", True)
-    try:
         torch.manual_seed(0)
-        net = tr.ConvNet(1, 10, 16, 3, (28, 28)).double()
-        c = 3
-        xr = x[y == c][:64].astype(np.float64)
-        xs = np.random.default_rng(0).normal(size=(2, 28, 28, 1))
-        loss_t, gx_t = tr.dc_class_loss_and_image_grad(net, xr, xs, c)
-        model = models.get_model("convnet", 10, (28, 28, 1), width=16)
-        p = jax.tree.map(jnp.asarray, tr.flax_params_from_torch(net))
-        f = lambda q, xx: jnp.mean(gnn.per_sample_cross_entropy(model.apply({"params": q}, xx),
-                                                                 jnp.full((len(xx),), c)))
-        g_real = jax.grad(f)(p, jnp.asarray(xr))
-        loss_j, gx_j = jax.value_and_grad(
-            lambda xx: matching.gradient_distance(g_real, jax.grad(f)(p, xx), "ours"))(jnp.asarray(xs))
-    finally:
-        jax.config.update("jax_enable_x64", False)
-    return {"loss_torch": loss_t, "loss_jax": float(loss_j),
-            "loss_rel_diff": abs(loss_t - float(loss_j)) / abs(loss_t),
-            "grad_rel_diff": float(np.abs(np.asarray(gx_j) - gx_t).max() / np.abs(gx_t).max())}
+        np.random.seed(0)
+        self.threads = torch.get_num_threads()
+        if kind == "dc":
+            self.obj = tr.TorchDC(x, y, 10, ipc, outer, inner, batch_real=256, width=width)
+        else:
+            self.obj = tr.TorchDM(x, y, 10, ipc, batch_real=256, width=width)
+
+    def once(self) -> float:
+        t = time.perf_counter()
+        self.obj.step()
+        return time.perf_counter() - t
+
+
+def compare(jax_step: JaxStep, torch_step, reps: int, warmup: bool = True) -> tuple[dict, dict]:
+    """Alternate JAX and PyTorch calls (so both see the same machine load); medians."""
+    if warmup:
+        jax_step.once()
+        if torch_step is not None:
+            torch_step.once()
+    tj, tt = [], []
+    for _ in range(reps):
+        tj.append(jax_step.once())
+        if torch_step is not None:
+            tt.append(torch_step.once())
+    rj = {"compile_s": jax_step.compile_s, "step_s": float(np.median(tj)), "all_s": tj}
+    rt = None if torch_step is None else {"step_s": float(np.median(tt)), "all_s": tt,
+                                          "threads": torch_step.threads}
+    return rj, rt
 
 
 def dc_cfg(ipc: int, width: int, **over):
@@ -176,22 +163,26 @@ def main() -> None:
         print(f"parity (float64, width 16): loss {res['loss_jax']:.12g} vs torch {res['loss_torch']:.12g}, "
               f"rel diff {res['loss_rel_diff']:.1e}; image-gradient rel diff {res['grad_rel_diff']:.1e}",
               flush=True)
+    use_torch = "torch" in sections
+
+    def pair(name_j, cfg, torch_args, reps, warmup=True):
+        js = JaxStep(cfg, x, y)
+        ts = TorchStep(*torch_args) if use_torch and torch_args else None
+        rj, rt = compare(js, ts, reps, warmup)
+        record(f"jax_{name_j}", rj)
+        if rt is not None:
+            record(f"torch_{name_j}", rt)
+
     if "dc1" in sections:
-        record("jax_dc_ipc1", jax_step_time(dc_cfg(1, w), x, y, args.reps))
-        if "torch" in sections:
-            record("torch_dc_ipc1", torch_step_time("dc", x, y, 1, args.reps, width=w))
+        pair("dc_ipc1", dc_cfg(1, w), ("dc", x, y, 1, 1, 1, w), args.reps)
     if "variants" in sections:
-        record("jax_dc_ipc1_xla_conv", jax_step_time(dc_cfg(1, w, **{"model.conv_impl": "xla"}), x, y, args.reps))
-        record("jax_dc_ipc1_unrolled", jax_step_time(dc_cfg(1, w, class_loop="unroll"), x, y, args.reps))
+        pair("dc_ipc1_xla_conv", dc_cfg(1, w, **{"model.conv_impl": "xla"}), None, args.reps)
+        pair("dc_ipc1_unrolled", dc_cfg(1, w, class_loop="unroll"), None, args.reps)
     if "dm" in sections:
-        record("jax_dm_ipc1", jax_step_time(dm_cfg(w, "none"), x, y, args.reps))
-        record("jax_dm_ipc1_dsa", jax_step_time(dm_cfg(w, dc_config.DSA_STRATEGY), x, y, args.reps))
-        if "torch" in sections:
-            record("torch_dm_ipc1", torch_step_time("dm", x, y, 1, args.reps, width=w))
-    if "dc10" in sections:
-        record("jax_dc_ipc10", jax_step_time(dc_cfg(10, w), x, y, 1))
-        if "torch" in sections:
-            record("torch_dc_ipc10", torch_step_time("dc", x, y, 10, 1, outer=10, inner=50, width=w))
+        pair("dm_ipc1", dm_cfg(w, "none"), ("dm", x, y, 1, 1, 1, w), args.reps)
+        pair("dm_ipc1_dsa", dm_cfg(w, dc_config.DSA_STRATEGY), None, args.reps)
+    if "dc10" in sections:  # one reference iteration each, no warm-up (minutes per call)
+        pair("dc_ipc10", dc_cfg(10, w), ("dc", x, y, 10, 10, 50, w), 1, warmup=False)
     out["load_end"] = os.getloadavg()[0]
     print("\nratios JAX / PyTorch (goal <= 0.8):")
     for name in ("dc_ipc1", "dc_ipc10", "dm_ipc1"):

@@ -216,6 +216,7 @@ def train_epoch(
     Returns:
       (state, mean train loss of the epoch, per-sample record or None).
     """
+    x, y = jnp.asarray(x), jnp.asarray(y)
     n = x.shape[0]
     k_batches, k_aug = jax.random.split(key)
     idx, mask = epoch_batches(k_batches, n, batch_size)

@@ -166,6 +166,7 @@ def compute_utility(
 
     trials = None if indicator in LOSS_FAMILY else 1
     ts = train_settings(settings, trials)
+    settings["trials"] = ts.trials  # feature indicators train trial 0 only
     need_features = indicator in FEATURE_FAMILY or bool(settings["save_features"])
     stats = gloss.train_trials(model, dataset.x_train, labels, jax.random.fold_in(key, 0), ts,
                                log=log, keep_first=need_features)
