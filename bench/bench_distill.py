@@ -119,6 +119,37 @@ def compare(jax_step: JaxStep, torch_step, reps: int, warmup: bool = True) -> tu
     return rj, rt
 
 
+def parity(x, y) -> dict:
+    """gold's DC class loss / image gradient vs the PyTorch reference, float64."""
+    import jax.numpy as jnp
+    import torch
+    import torch_reference as tr
+    from gold import models
+    from gold import nn as gnn
+    from gold.distill import matching
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        torch.manual_seed(0)
+        net = tr.ConvNet(1, 10, 16, 3, (28, 28)).double()
+        c = 3
+        xr = x[y == c][:64].astype(np.float64)
+        xs = np.random.default_rng(0).normal(size=(2, 28, 28, 1))
+        loss_t, gx_t = tr.dc_class_loss_and_image_grad(net, xr, xs, c)
+        model = models.get_model("convnet", 10, (28, 28, 1), width=16)
+        p = jax.tree.map(jnp.asarray, tr.flax_params_from_torch(net))
+        f = lambda q, xx: jnp.mean(gnn.per_sample_cross_entropy(model.apply({"params": q}, xx),
+                                                                 jnp.full((len(xx),), c)))
+        g_real = jax.grad(f)(p, jnp.asarray(xr))
+        loss_j, gx_j = jax.value_and_grad(
+            lambda xx: matching.gradient_distance(g_real, jax.grad(f)(p, xx), "ours"))(jnp.asarray(xs))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    return {"loss_torch": loss_t, "loss_jax": float(loss_j),
+            "loss_rel_diff": abs(loss_t - float(loss_j)) / abs(loss_t),
+            "grad_rel_diff": float(np.abs(np.asarray(gx_j) - gx_t).max() / np.abs(gx_t).max())}
+
+
 def dc_cfg(ipc: int, width: int, **over):
     cfg = dc_config.get_config("mnist")
     cfg.ipc, cfg.model.width, cfg.batch_real = ipc, width, 256

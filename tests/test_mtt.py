@@ -34,7 +34,7 @@ def _config(buffer_dir, **overrides):
     config.model.depth = 1
     config.buffer_dir = str(buffer_dir)
     config.syn_steps = 3
-    config.dsa_strategy = "color_crop"
+    config.dsa_strategy = "flip_crop"
     for k, v in overrides.items():
         config[k] = v
     return config

@@ -33,6 +33,7 @@ def test_buffer_then_mtt_on_tiny_mnist(tmp_path):
     bcfg.epochs = 2
     bcfg.experts_per_chunk = 2
     bcfg.batch_size = 32
+    bcfg.dsa_strategy = "flip"  # one cheap op-group: the test is compile-bound
     _selection(bcfg, 0.5)
     buf_dir = str(tmp_path / "buffer")
     bres = gbuf.run(bcfg, buf_dir)
@@ -50,8 +51,10 @@ def test_buffer_then_mtt_on_tiny_mnist(tmp_path):
     cfg.expert_epochs = 1
     cfg.checkpoint_every = 2
     cfg.log_every = 1
+    cfg.dsa_strategy = "flip"
     cfg.eval.num_models = 2
     cfg.eval.epochs = 5
+    cfg.eval.augment = "none"
     _selection(cfg, 0.5)
     res = loop.run(cfg, str(tmp_path / "mtt"))
     assert res["algorithm"] == "mtt" and res["num_real"] == 150 and res["iterations"] == 3

@@ -102,7 +102,7 @@ def test_lr_gradient_matches_finite_difference():
 
 
 def test_flat_apply_matches_model_apply():
-    model = gmodels.get_model("convnet", 3, SHAPE, width=4, depth=1)
+    model = gmodels.get_model("convnet", 3, SHAPE, width=4, depth=1, conv_impl="xla")
     apply, p = U.flat_apply_fn(model, SHAPE)
     variables = gnn.init_variables(model, jax.random.key(0), SHAPE)
     theta, _ = U.flatten_params(variables["params"])

@@ -30,7 +30,7 @@ import importlib
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
