@@ -5,9 +5,10 @@ Run (paper / ref setting, CIFAR-10 with ZCA for MTT IPC 1 and 10):
   (100 experts x 50 epochs; the ref trains them one by one, here 10 at a time vmapped)
 Then distil with `--config.buffer_dir=/data/buffers/cifar10_zca` (configs/mtt.py).
 
-CPU-sized MNIST buffer (the "done" check of the MTT issue; ~15 min on 2 cores):
-  python launch/buffer.py --config=configs/buffer.py:mnist --workdir=/tmp/mtt_runs/buffer_mnist \
-      --config.model.width=32 --config.num_experts=5 --config.epochs=5 --config.experts_per_chunk=5
+CPU-sized MNIST buffer (the MTT issue's check, 26 min on 2 busy cores; see configs/mtt.py):
+  python launch/buffer.py --config=configs/buffer.py:mnist --workdir=/tmp/mtt_runs/buffer_mnist1k_w32 \
+      --config.model.width=32 --config.num_experts=5 --config.epochs=4 \
+      --config.experts_per_chunk=1 --config.data.train_per_class=1000
 
 Settings (ref `buffer.py` defaults, README: "50 epochs with the default learning rate for
 all of our experts"): SGD lr_teacher 0.01, momentum 0, weight decay 0, batch 256, no lr

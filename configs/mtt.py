@@ -17,13 +17,18 @@ other samples unless `--config.allow_buffer_mismatch=True`):
   python launch/distill.py ... --config.selection.indicator=loss --config.selection.ratio=0.8 \
       --config.selection.utility_path=U/utility.npz
 
-CPU-sized MNIST run (the MTT issue's check; measured numbers in BENCHMARKS.md):
-  python launch/buffer.py --config=configs/buffer.py:mnist --workdir=/tmp/mtt_runs/buffer_mnist_w32 \
-      --config.model.width=32 --config.num_experts=5 --config.epochs=5 --config.experts_per_chunk=5
-  python launch/distill.py --config=configs/mtt.py:mnist --workdir=/tmp/mtt_runs/mtt_mnist \
-      --config.buffer_dir=/tmp/mtt_runs/buffer_mnist_w32 --config.model.width=32 \
-      --config.iterations=200
-`--config.iterations=0` evaluates the initial set (real init: the random-real baseline).
+CPU-sized MNIST run (the MTT issue's check; first 1000 training images per class, 5
+experts x 4 epochs at width 32, 200 iterations):
+  python launch/buffer.py --config=configs/buffer.py:mnist --workdir=/tmp/mtt_runs/buffer_mnist1k_w32 \
+      --config.model.width=32 --config.num_experts=5 --config.epochs=4 \
+      --config.experts_per_chunk=1 --config.data.train_per_class=1000
+  python launch/distill.py --config=configs/mtt.py:mnist --workdir=/tmp/mtt_runs/mtt_mnist1k_ipc1 \
+      --config.buffer_dir=/tmp/mtt_runs/buffer_mnist1k_w32 --config.model.width=32 \
+      --config.data.train_per_class=1000 --config.iterations=200
+Measured (2 shared CPU cores, load ~15): experts 88.6 +- 1.7% test accuracy (26 min for
+the buffer); MTT IPC 1 85.2 +- 0.7% (200 iterations, ~4.2 s each; 20 min with the
+evaluation) vs 65.8 +- 1.5% for the same run with `--config.iterations=0` (its real
+init = the random-real baseline).
 
 Per-(dataset, IPC) settings, ref values ("Complete Hyperparameters", mtt-distillation
 issue #7 / README table, as listed in the DC-benchmark's TM commands "provided by the
