@@ -101,9 +101,6 @@ def get_config(dataset: str = "mnist") -> ml_collections.ConfigDict:
     config.dsa = False
     config.dsa_strategy = DSA_STRATEGY
     config.bn_batch_per_class = 16  # real images per class that set BatchNorm statistics
-    if dataset == "digits":  # the README demo: embedded 8x8 digits, about two minutes on CPU
-        config.iterations = 200
-        config.init = "real"  # noise init did not leave chance level in 200 iterations here
     if common.mnist_like(dataset):
         config.eval = common.evaluation(dataset, augment="dc_mnist", epochs=1000)
     else:

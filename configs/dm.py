@@ -28,6 +28,8 @@ def get_config(dataset: str = "cifar10") -> ml_collections.ConfigDict:
     """Paper DM settings for `dataset`."""
     config = dc.base(dataset, "dm")
     config.iterations = 10000 if dataset == "tinyimagenet" else 20000
+    if dataset == "digits":  # the README demo on embedded 8x8 digits (a few CPU minutes)
+        config.iterations = 200
     config.init = "real"
     config.lr_img = 1.0
     config.momentum_img = 0.5
