@@ -42,7 +42,7 @@ def get_config(dataset: str = "cifar10") -> ml_collections.ConfigDict:
     config.data.zca = dataset in _ZCA_DEFAULT
     config.data.train_per_class = 0  # > 0: first n training images per class (tiny runs)
     config.data.test_per_class = 0
-    config.model = common.model()
+    config.model = common.model(dataset=dataset)
     config.seed = 0
     config.selection = dc.selection()
     config.min_per_class = 1       # selection floor per class (set to the MTT ipc if it binds)

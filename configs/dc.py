@@ -70,7 +70,7 @@ def base(dataset: str, algorithm: str) -> ml_collections.ConfigDict:
     config.data = common.data(dataset)
     config.data.train_per_class = 0  # > 0: first n training images per class (tiny runs)
     config.data.test_per_class = 0   # > 0: first n test images per class
-    config.model = common.model()
+    config.model = common.model(dataset=dataset)
     config.model.conv_impl = "auto"  # auto (shifted-matmul weight grad on CPU) | shifted | xla
     config.seed = 0
     config.ipc = 1

@@ -68,7 +68,7 @@ def utility_settings(dataset: str) -> ml_collections.ConfigDict:
     CPU: shrink with ``--config.selection.utility.trials=2 ...epochs=2``), plus the
     classifier ``model`` and the coreset options."""
     cfg = ml_collections.ConfigDict(default_settings(dataset))
-    cfg.model = common.model()
+    cfg.model = common.model(dataset=dataset)
     cfg.gradients = "last_layer"  # coreset gradient embedding: last_layer | bias
     cfg.val_size = 1000           # GLISTER validation samples
     cfg.lam = 0.5                 # GradMatch ridge weight

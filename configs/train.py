@@ -27,7 +27,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
     epochs, batch_size, lr = _DEFAULTS.get(dataset, (30, 256, 0.01))
     config = ml_collections.ConfigDict()
     config.data = common.data(dataset)
-    config.model = common.model()
+    config.model = common.model(dataset=dataset)
     config.seed = 0
     config.epochs = epochs
     config.batch_size = batch_size

@@ -31,7 +31,7 @@ from gold.utility.defaults import default_settings
 def get_config(dataset: str = "mnist") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.data = common.data(dataset)
-    config.model = common.model()
+    config.model = common.model(dataset=dataset)
     config.seed = 0
     config.indicator = "loss"
     for key, value in default_settings(dataset).items():

@@ -84,7 +84,7 @@ class EvalResult:
     seconds: float
 
 
-def _train_and_test(
+def train_and_test(
     protocol: EvalProtocol,
     num_classes: int,
     keys: jax.Array,
@@ -94,7 +94,19 @@ def _train_and_test(
     y_test: jax.Array,
     lr: jax.Array,
 ) -> jax.Array:
-    """Accuracy in [0, 1] of each of ``len(keys)`` networks: ``[K]``."""
+    """Train ``len(keys)`` fresh networks on ``(x_syn, y_syn)`` and test them: ``[K]``
+    accuracies in [0, 1]. Pure and jittable (``protocol`` and ``num_classes`` static);
+    the K networks train as one vmapped program (``gold.nn.fit_many``).
+
+    Args:
+      protocol: evaluation protocol (model, epochs, SGD, augmentation).
+      num_classes: number of classes K of the logits.
+      keys: ``[K]`` PRNG keys, one per network (init, shuffling, augmentation).
+      x_syn: ``[M, H, W, C]`` training images; y_syn: ``[M]`` int labels or ``[M, K]``
+        soft labels.
+      x_test: ``[N, H, W, C]``; y_test: ``[N]`` int labels.
+      lr: float32 scalar learning rate (a learned lr, or ``protocol.lr``).
+    """
     model = gmodels.get_model(
         protocol.model, num_classes, x_syn.shape[1:], **dict(protocol.model_overrides)
     )
@@ -111,7 +123,7 @@ def _train_and_test(
 
 @functools.lru_cache(maxsize=32)
 def _compiled(protocol: EvalProtocol, num_classes: int):
-    return jax.jit(functools.partial(_train_and_test, protocol, num_classes))
+    return jax.jit(functools.partial(train_and_test, protocol, num_classes))
 
 
 def evaluate_synthetic(

@@ -184,7 +184,7 @@ class BatchedDistiller:
     def __init__(self, config: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
                  y_test: np.ndarray, num_classes: int, batch: int, crn: bool = True):
         from gold.distill.loop import get_algorithm
-        from gold.evaluate import _train_and_test
+        from gold.evaluate import train_and_test
 
         self.config = config
         self.num_classes = int(num_classes)
@@ -199,7 +199,7 @@ class BatchedDistiller:
         self.iterations = int(config.iterations)
         self.protocol = config_utils.eval_protocol(config)
         lr = jnp.float32(self.protocol.lr)
-        train_test = functools.partial(_train_and_test, self.protocol, self.num_classes)
+        train_test = functools.partial(train_and_test, self.protocol, self.num_classes)
         self._eval_one = jax.jit(lambda keys, xs, ys: train_test(keys, xs, ys, self.x_test, self.y_test, lr))
         self._eval_many = jax.jit(jax.vmap(
             lambda keys, xs, ys: train_test(keys, xs, ys, self.x_test, self.y_test, lr),
