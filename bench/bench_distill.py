@@ -8,7 +8,7 @@ Usage::
 
 Setting (the issue's): ConvNetD3 width 128 (instance norm, avg pool), real MNIST
 (28x28x1, padded to 32x32 inside the net as in the reference), 10 classes x 256 real
-images per class per matching step, noise-initialised synthetic images.
+images per class per matching step (``--batch-real``), noise-initialised synthetic images.
 
 Sections (seconds per step; JAX: compiled ahead, median of ``--reps`` executions;
 PyTorch: median of ``--reps`` after one warm-up step, ``torch.get_num_threads()`` threads):
@@ -84,7 +84,7 @@ class JaxStep:
 class TorchStep:
     """The PyTorch reference step (bench/torch_reference.py); ``once()`` times one call."""
 
-    def __init__(self, kind: str, x, y, ipc: int, outer=1, inner=1, width=128):
+    def __init__(self, kind: str, x, y, ipc: int, outer=1, inner=1, width=128, batch_real=256):
         import torch
         import torch_reference as tr
 
@@ -92,9 +92,9 @@ class TorchStep:
         np.random.seed(0)
         self.threads = torch.get_num_threads()
         if kind == "dc":
-            self.obj = tr.TorchDC(x, y, 10, ipc, outer, inner, batch_real=256, width=width)
+            self.obj = tr.TorchDC(x, y, 10, ipc, outer, inner, batch_real=batch_real, width=width)
         else:
-            self.obj = tr.TorchDM(x, y, 10, ipc, batch_real=256, width=width)
+            self.obj = tr.TorchDM(x, y, 10, ipc, batch_real=batch_real, width=width)
 
     def once(self) -> float:
         t = time.perf_counter()
@@ -150,9 +150,9 @@ def parity(x, y) -> dict:
             "grad_rel_diff": float(np.abs(np.asarray(gx_j) - gx_t).max() / np.abs(gx_t).max())}
 
 
-def dc_cfg(ipc: int, width: int, **over):
+def dc_cfg(ipc: int, width: int, batch_real: int = 256, **over):
     cfg = dc_config.get_config("mnist")
-    cfg.ipc, cfg.model.width, cfg.batch_real = ipc, width, 256
+    cfg.ipc, cfg.model.width, cfg.batch_real = ipc, width, batch_real
     for k, v in over.items():
         node = cfg
         *path, last = k.split(".")
@@ -162,9 +162,9 @@ def dc_cfg(ipc: int, width: int, **over):
     return cfg
 
 
-def dm_cfg(width: int, strategy: str):
+def dm_cfg(width: int, strategy: str, batch_real: int = 256):
     cfg = dm_config.get_config("mnist")
-    cfg.ipc, cfg.model.width, cfg.batch_real, cfg.init, cfg.dsa_strategy = 1, width, 256, "noise", strategy
+    cfg.ipc, cfg.model.width, cfg.batch_real, cfg.init, cfg.dsa_strategy = 1, width, batch_real, "noise", strategy
     return cfg
 
 
@@ -173,6 +173,7 @@ def main() -> None:
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--batch-real", type=int, default=256, help="real images per class per matching")
     ap.add_argument("--data-dir", default=os.environ.get("GOLD_DATA_DIR", ""))
     ap.add_argument("--json", default="")
     args = ap.parse_args()
@@ -180,14 +181,14 @@ def main() -> None:
     x, y = load_real(args.data_dir, 300)
     print(f"jax {jax.__version__} backend={jax.default_backend()} cpus={os.cpu_count()} "
           f"load={os.getloadavg()[0]:.1f}", flush=True)
-    out: dict = {"load_start": os.getloadavg()[0], "width": args.width}
+    out: dict = {"load_start": os.getloadavg()[0], "width": args.width, "batch_real": args.batch_real}
 
     def record(name, res):
         out[name] = res
         extra = f" compile={res['compile_s']:.1f}s" if "compile_s" in res else ""
         print(f"{name:28s} {res['step_s']:8.2f} s/step{extra}  ({len(res['all_s'])} reps)", flush=True)
 
-    w = args.width
+    w, b = args.width, args.batch_real
     if "parity" in sections:
         res = parity(x, y)
         out["parity"] = res
@@ -205,15 +206,15 @@ def main() -> None:
             record(f"torch_{name_j}", rt)
 
     if "dc1" in sections:
-        pair("dc_ipc1", dc_cfg(1, w), ("dc", x, y, 1, 1, 1, w), args.reps)
+        pair("dc_ipc1", dc_cfg(1, w, b), ("dc", x, y, 1, 1, 1, w, b), args.reps)
     if "variants" in sections:
-        pair("dc_ipc1_xla_conv", dc_cfg(1, w, **{"model.conv_impl": "xla"}), None, args.reps)
-        pair("dc_ipc1_unrolled", dc_cfg(1, w, class_loop="unroll"), None, args.reps)
+        pair("dc_ipc1_xla_conv", dc_cfg(1, w, b, **{"model.conv_impl": "xla"}), None, args.reps)
+        pair("dc_ipc1_unrolled", dc_cfg(1, w, b, class_loop="unroll"), None, args.reps)
     if "dm" in sections:
-        pair("dm_ipc1", dm_cfg(w, "none"), ("dm", x, y, 1, 1, 1, w), args.reps)
-        pair("dm_ipc1_dsa", dm_cfg(w, dc_config.DSA_STRATEGY), None, args.reps)
+        pair("dm_ipc1", dm_cfg(w, "none", b), ("dm", x, y, 1, 1, 1, w, b), args.reps)
+        pair("dm_ipc1_dsa", dm_cfg(w, dc_config.DSA_STRATEGY, b), None, args.reps)
     if "dc10" in sections:  # one reference iteration each, no warm-up (minutes per call)
-        pair("dc_ipc10", dc_cfg(10, w), ("dc", x, y, 10, 10, 50, w), 1, warmup=False)
+        pair("dc_ipc10", dc_cfg(10, w, b), ("dc", x, y, 10, 10, 50, w, b), 1, warmup=False)
     out["load_end"] = os.getloadavg()[0]
     print("\nratios JAX / PyTorch (goal <= 0.8):")
     for name in ("dc_ipc1", "dc_ipc10", "dm_ipc1"):

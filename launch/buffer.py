@@ -8,15 +8,13 @@ config.json, metrics.csv and result.json into --workdir; rerunning with the same
 `--config.buffer_dir=DIR`.
 """
 
-import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
-from absl import app, flags
-from ml_collections import config_flags
+import _setup  # puts the repo root on sys.path for `configs`
+from absl import app
 
 from gold.distill.buffer import run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the expert buffer.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
+    "Path to a configs/*.py file.", "Directory of the expert buffer.")
 
 
 def main(argv):

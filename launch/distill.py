@@ -6,15 +6,13 @@ metrics.csv, result.json, synthetic.npz and synthetic.png into --workdir; rerunn
 the same --workdir resumes from the newest checkpoint.
 """
 
-import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
-from absl import app, flags, logging
-from ml_collections import config_flags
+import _setup  # puts the repo root on sys.path for `configs`
+from absl import app, logging
 
 from gold.distill.loop import run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and results.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
+    "Path to a configs/*.py file.", "Directory for checkpoints and results.")
 
 
 def main(argv):

@@ -6,15 +6,13 @@ set and writes result.json, table.csv, table.md and cross_arch.png (finished cel
 cached under cells/ and reused on a rerun). See configs/evaluate.py.
 """
 
-import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
-from absl import app, flags
-from ml_collections import config_flags
+import _setup  # puts the repo root on sys.path for `configs`
+from absl import app
 
 from gold.experiments.cross_arch import markdown, run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/evaluate.py.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
+    "Path to configs/evaluate.py.", "Output directory.")
 
 
 def main(argv):

@@ -7,17 +7,13 @@ convergence table / plot; rerunning with the same --workdir skips finished chunk
 See configs/monte_carlo.py for a CPU-size command.
 """
 
-import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
-from absl import app, flags
-from ml_collections import config_flags
+import _setup  # puts the repo root on sys.path for `configs`
+from absl import app
 
 from gold.experiments.monte_carlo import run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None,
-                                          "Path to configs/monte_carlo.py[:<algo>,<dataset>].",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumable).")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
+    "Path to configs/monte_carlo.py[:<algo>,<dataset>].", "Output directory (resumable).")
 
 
 def main(argv):

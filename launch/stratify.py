@@ -7,17 +7,13 @@ strata.png and one sub-run per stratum under points/ (finished ones are skipped 
 rerun). See configs/stratify.py for a CPU-size command and the fields.
 """
 
-import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
-from absl import app, flags
-from ml_collections import config_flags
+import _setup  # puts the repo root on sys.path for `configs`
+from absl import app
 
 from gold.experiments.stratify import run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None,
-                                          "Path to configs/stratify.py[:<algo>,<dataset>].",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory (resumable).")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
+    "Path to configs/stratify.py[:<algo>,<dataset>].", "Experiment directory (resumable).")
 
 
 def main(argv):

@@ -7,17 +7,14 @@ with the same --workdir skips the finished points. See configs/sweep.py for a CP
 command and the fields.
 """
 
-import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
-from absl import app, flags
-from ml_collections import config_flags
+import _setup  # puts the repo root on sys.path for `configs`
+from absl import app
 
 from gold.experiments.gamma import format_ratio
 from gold.experiments.sweep import run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/sweep.py[:<algo>,<dataset>].",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory (resumable).")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
+    "Path to configs/sweep.py[:<algo>,<dataset>].", "Experiment directory (resumable).")
 
 
 def main(argv):

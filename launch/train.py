@@ -1,14 +1,12 @@
 """Train a classifier: python launch/train.py --config=configs/train.py:mnist --workdir=DIR"""
 
-import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
-from absl import app, flags
-from ml_collections import config_flags
+import _setup  # puts the repo root on sys.path for `configs`
+from absl import app
 
 from gold.train import train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, metrics and result.json.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
+    "Path to a configs/*.py file.", "Directory for config.json, metrics and result.json.")
 
 
 def main(argv):

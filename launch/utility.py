@@ -1,14 +1,12 @@
 """Score every training sample: python launch/utility.py --config=configs/utility.py:mnist --workdir=DIR"""
 
-import _setup  # noqa: F401  (puts the repo root on sys.path for `configs`)
-from absl import app, flags
-from ml_collections import config_flags
+import _setup  # puts the repo root on sys.path for `configs`
+from absl import app
 
 from gold.utility import run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, utility.npz and result.json.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
+    "Path to a configs/*.py file.", "Directory for config.json, utility.npz and result.json.")
 
 
 def main(argv):

@@ -74,6 +74,14 @@ class RealData:
         return np.asarray(self.index.counts)
 
 
+def config_ipc(config: Any) -> int:
+    """``config.ipc`` as an int; ValueError unless >= 1 (shared by every algorithm)."""
+    ipc = int(config.ipc)
+    if ipc < 1:
+        raise ValueError(f"ipc must be >= 1, got {ipc}")
+    return ipc
+
+
 def make_real_data(x: np.ndarray, y: np.ndarray, num_classes: int, batch_real: int) -> RealData:
     """Build :class:`RealData` from kept images ``x [N, H, W, C]`` and labels ``y [N]``.
 

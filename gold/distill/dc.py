@@ -98,16 +98,10 @@ class DCSettings:
     prune_start_outer: int
     prune_start_iteration: int
 
-    def to_dict(self) -> dict:
-        """JSON-friendly copy."""
-        return dataclasses.asdict(self)
-
 
 def settings_from_config(config: Any, real: common.RealData, *, dsa: bool) -> DCSettings:
     """Validate ``config`` and resolve defaults (loops by IPC, pruning start)."""
-    ipc = int(config.ipc)
-    if ipc < 1:
-        raise ValueError(f"ipc must be >= 1, got {ipc}")
+    ipc = common.config_ipc(config)
     outer, inner = int(config.get("outer_loop", 0) or 0), int(config.get("inner_loop", 0) or 0)
     if outer <= 0 or inner <= 0:
         o, i = loops_for_ipc(ipc, tuple(tuple(r) for r in config.get("loops_by_ipc", DEFAULT_LOOPS)))
@@ -286,7 +280,7 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
     def synthetic(state: common.DistillState) -> common.Synthetic:
         return common.Synthetic(pixels.decode(state.params), pixels.labels(), None)
 
-    settings = {**s.to_dict(), "has_batchnorm": has_bn, "algorithm": "dsa" if dsa else "dc"}
+    settings = {**dataclasses.asdict(s), "has_batchnorm": has_bn, "algorithm": "dsa" if dsa else "dc"}
     return common.Algorithm("dsa" if dsa else "dc", init, step, synthetic, settings)
 
 

@@ -44,16 +44,10 @@ class DMSettings:
     dsa_strategy: str
     class_loop: str
 
-    def to_dict(self) -> dict:
-        """JSON-friendly copy."""
-        return dataclasses.asdict(self)
-
 
 def settings_from_config(config: Any, real: common.RealData) -> DMSettings:
     """Validate ``config`` and resolve the static settings."""
-    ipc = int(config.ipc)
-    if ipc < 1:
-        raise ValueError(f"ipc must be >= 1, got {ipc}")
+    ipc = common.config_ipc(config)
     if config.init not in common.INIT_MODES:
         raise ValueError(f"unknown init {config.init!r}; valid: {common.INIT_MODES}")
     class_loop = config.get("class_loop", "map")
@@ -136,7 +130,7 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
     def synthetic(state: common.DistillState) -> common.Synthetic:
         return common.Synthetic(pixels.decode(state.params), pixels.labels(), None)
 
-    settings = {**s.to_dict(), "has_batchnorm": has_bn, "algorithm": "dm"}
+    settings = {**dataclasses.asdict(s), "has_batchnorm": has_bn, "algorithm": "dm"}
     return common.Algorithm("dm", init, step, synthetic, settings)
 
 

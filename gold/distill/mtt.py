@@ -69,10 +69,6 @@ class MTTSettings:
     max_experts: int
     allow_buffer_mismatch: bool
 
-    def to_dict(self) -> dict:
-        """JSON-friendly copy."""
-        return dataclasses.asdict(self)
-
 
 PER_IPC_FIELDS: tuple[str, ...] = (
     "syn_steps", "expert_epochs", "max_start_epoch", "lr_img", "lr_lr", "syn_lr_init", "batch_syn")
@@ -105,9 +101,7 @@ def settings_from_config(config: Any, real: common.RealData) -> MTTSettings:
         larger than the synthetic set.
       gold.distill.buffer.BufferError: no ``buffer_dir``.
     """
-    ipc = int(config.ipc)
-    if ipc < 1:
-        raise ValueError(f"ipc must be >= 1, got {ipc}")
+    ipc = common.config_ipc(config)
     v = resolve_per_ipc(config)
     m = real.num_classes * ipc
     batch_syn = int(v["batch_syn"]) or m
@@ -317,7 +311,7 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
     def synthetic(state: common.DistillState) -> common.Synthetic:
         return common.Synthetic(pixels.decode(state.params), labels, state.extra["lr"])
 
-    settings = {**s.to_dict(), "algorithm": "mtt", "num_params": num_params,
+    settings = {**dataclasses.asdict(s), "algorithm": "mtt", "num_params": num_params,
                 "num_experts": num_experts, "buffer_epochs": int(manifest["epochs"]),
                 "buffer_selection": manifest["selection"], "zca": bool(config.data.get("zca", False))}
     return common.Algorithm("mtt", init, step, synthetic, settings)
