@@ -67,12 +67,36 @@ def test_convnet_mnist_padding_reproduces_reference_padding_3():
     p0 = variables["params"]["conv_0"]
     ref = jax.lax.conv_general_dilated(x, p0["kernel"], (1, 1), ((3, 3), (3, 3)),
                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + p0["bias"]
-    got = model.apply(variables, x, method=lambda m, x: m.conv[0](jnp.pad(
-        x, ((0, 0), (2, 2), (2, 2), (0, 0)))))
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
-    # ...and the full first block seen through features() starts from that map.
+    # The first block (conv -> instance norm -> relu -> avg pool 2x2) on that map, bias
+    # included (the model itself skips adding it: instance norm cancels it exactly).
+    mean = ref.mean(axis=(1, 2), keepdims=True)
+    var = ((ref - mean) ** 2).mean(axis=(1, 2), keepdims=True)
+    block = jax.nn.relu((ref - mean) / jnp.sqrt(var + 1e-5))
+    block = block.reshape(2, 16, 2, 16, 2, 8).mean(axis=(2, 4))
     feats = model.apply(variables, x, method=model.features)
     assert feats[0].shape == (2, 16, 16, 8)
+    np.testing.assert_allclose(feats[0], block, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm,bias_used", [("instancenorm", False), ("batchnorm", True),
+                                            ("none", True)])
+def test_conv_bias_skipped_only_before_instance_norm(norm, bias_used):
+    """Instance norm cancels the conv bias: the parameter exists (reference tree) but
+    has an exactly zero gradient; with other norms it is used."""
+    x = jax.random.normal(KEY, (3, *MNIST))
+    model = get_model("convnet", 10, MNIST, width=8, norm=norm)
+    variables = model.init(KEY, x)
+    assert variables["params"]["conv_0"]["bias"].shape == (8,)
+    loss = lambda p: jnp.sum(model.apply({**variables, "params": p}, x) ** 2)
+    g = jax.grad(loss)(variables["params"])
+    biases = [np.abs(np.asarray(g[f"conv_{i}"]["bias"])).max() for i in range(3)]
+    assert (min(biases) > 0) if bias_used else (max(biases) == 0.0)
+    # Moving the bias leaves the instance-norm network's output unchanged.
+    shifted = jax.tree.map(lambda a: a, variables["params"])
+    shifted["conv_1"] = {**shifted["conv_1"], "bias": shifted["conv_1"]["bias"] + 3.0}
+    out = model.apply({**variables, "params": shifted}, x)
+    same = np.allclose(out, model.apply(variables, x), atol=1e-6)
+    assert same != bias_used
 
 
 @pytest.mark.parametrize("name,depth,feat", [("convnetd1", 1, 32768), ("convnetd2", 2, 8192),

@@ -229,6 +229,13 @@ class DistillState:
     iteration: jax.Array
     extra: PyTree = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def start(cls, params: PyTree, tx: optax.GradientTransformation,
+              extra: Optional[PyTree] = None) -> "DistillState":
+        """State at iteration 0: ``params`` with a fresh ``tx`` optimiser state."""
+        return cls(params, tx.init(params), jnp.zeros((), jnp.int32),
+                   {} if extra is None else extra)
+
 
 class Synthetic(NamedTuple):
     """A decoded synthetic set: images ``x [M, H, W, C]``, labels ``y [M]`` (or soft

@@ -108,7 +108,7 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
 
     def init(key: jax.Array, real_: common.RealData) -> common.DistillState:
         params = pixels.init(key, real_, s.init)
-        return common.DistillState(params, tx_img.init(params), jnp.zeros((), jnp.int32), {})
+        return common.DistillState.start(params, tx_img)
 
     def step(state: common.DistillState, key: jax.Array, real_: common.RealData):
         k_net, k_match = jax.random.split(key)

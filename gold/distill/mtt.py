@@ -278,8 +278,7 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
     def init(key: jax.Array, real_: common.RealData) -> common.DistillState:
         params = pixels.init(key, real_, s.init)
         lr = jnp.float32(s.syn_lr_init)
-        return common.DistillState(params, tx_img.init(params), jnp.zeros((), jnp.int32),
-                                   {"lr": lr, "lr_opt": tx_lr.init(lr)})
+        return common.DistillState.start(params, tx_img, {"lr": lr, "lr_opt": tx_lr.init(lr)})
 
     def outer_loss(params, lr, theta_start, theta_target, idx, aug_keys):
         return trajectory_loss(apply, pixels.decode(params), labels, lr, theta_start, theta_target,

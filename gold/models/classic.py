@@ -14,7 +14,8 @@ from flax import linen as nn
 
 from gold.models.conv import FastConv, resolve_conv_impl
 from gold.models.convnet import pad_mnist
-from gold.models.layers import NORMS, Dense, apply_norm, check_choice, make_norm, pool2x2
+from gold.models.layers import (NORMS, Dense, apply_norm, cancels_conv_bias, check_choice,
+                                make_norm, pool2x2)
 
 
 def _flatten(x: jax.Array) -> jax.Array:
@@ -93,7 +94,9 @@ class AlexNet(nn.Module):
         check_choice(self.norm, NORMS, "norm")
         resolve_conv_impl(self.conv_impl)
         spec = [(128, 5), (192, 5), (256, 3), (192, 3), (192, 3)]
-        self.conv = [FastConv(o, (k, k), "SAME", impl=self.conv_impl) for o, k in spec]
+        self.conv = [FastConv(o, (k, k), "SAME", impl=self.conv_impl,
+                              bias_cancelled_by_norm=cancels_conv_bias(self.norm))
+                     for o, k in spec]
         if self.norm != "none":
             self.norms = [make_norm(self.norm) for _ in spec]
         self.head = Dense(self.num_classes)
@@ -135,7 +138,9 @@ class VGG11(nn.Module):
         check_choice(self.norm, NORMS, "norm")
         resolve_conv_impl(self.conv_impl)
         widths = [v for v in VGG11_CFG if v != "M"]
-        self.conv = [FastConv(o, (3, 3), "SAME", impl=self.conv_impl) for o in widths]
+        self.conv = [FastConv(o, (3, 3), "SAME", impl=self.conv_impl,
+                              bias_cancelled_by_norm=cancels_conv_bias(self.norm))
+                     for o in widths]
         if self.norm != "none":
             self.norms = [make_norm(self.norm) for _ in widths]
         self.head = Dense(self.num_classes)

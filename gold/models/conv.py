@@ -258,6 +258,13 @@ class FastConv(nn.Module):
     ``lax.conv_general_dilated`` (= ``nn.Conv``), ``'auto'`` picks by backend. Both give
     the same parameter tree, so variables are interchangeable.
 
+    ``bias_cancelled_by_norm=True`` (set by a network whose next layer is an instance
+    norm, which subtracts every per-channel constant) still creates ``bias`` -- the
+    parameter tree stays the reference's -- but does not add it: the outputs are the
+    same up to rounding, the bias gradient is exactly 0 (PyTorch's is rounding
+    noise), and one pass over the activation is saved forward and backward (DC step,
+    ConvNetD3 width 128, batch 256: ~8% faster on a 2-core CPU).
+
     Input [N, H, W, C] -> output [N, Ho, Wo, features].
     """
 
@@ -266,6 +273,7 @@ class FastConv(nn.Module):
     padding: str | int | tuple = "SAME"
     use_bias: bool = True
     impl: str = "auto"
+    bias_cancelled_by_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -276,5 +284,6 @@ class FastConv(nn.Module):
         y = conv2d(x, kernel.astype(x.dtype), self.padding, self.impl)
         if self.use_bias:
             bias = self.param("bias", init, (self.features,))
-            y = y + bias.astype(y.dtype)
+            if not self.bias_cancelled_by_norm:
+                y = y + bias.astype(y.dtype)
         return y

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gold.models.conv import FastConv, resolve_conv_impl
-from gold.models.layers import (ACTS, NORMS, POOLINGS, Dense, apply_norm, check_choice,
-                                get_activation, make_norm, pool2x2)
+from gold.models.layers import (ACTS, NORMS, POOLINGS, Dense, apply_norm, cancels_conv_bias,
+                                check_choice, get_activation, make_norm, pool2x2)
 
 MNIST_SIZE = 28
 
@@ -69,8 +69,9 @@ class ConvNet(nn.Module):
         resolve_conv_impl(self.conv_impl)
         if self.depth < 1 or self.width < 1:
             raise ValueError(f"depth and width must be >= 1, got {self.depth}, {self.width}")
-        self.conv = [FastConv(self.width, (3, 3), "SAME", impl=self.conv_impl)
-                     for _ in range(self.depth)]
+        cancelled = cancels_conv_bias(self.norm)
+        self.conv = [FastConv(self.width, (3, 3), "SAME", impl=self.conv_impl,
+                              bias_cancelled_by_norm=cancelled) for _ in range(self.depth)]
         if self.norm != "none":
             self.norms = [make_norm(self.norm) for _ in range(self.depth)]
         self.head = Dense(self.num_classes)

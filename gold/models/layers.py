@@ -113,6 +113,13 @@ def make_norm(kind: str) -> nn.Module | None:
     raise ValueError(f"unknown norm {kind!r}; valid: {NORMS}")
 
 
+def cancels_conv_bias(kind: str) -> bool:
+    """True if norm ``kind`` subtracts every per-channel constant of its input, so a
+    conv bias right before it has no effect (only 'instancenorm'; BatchNorm does so
+    only in training mode, group/layer norms only per group)."""
+    return kind == "instancenorm"
+
+
 def apply_norm(norm: nn.Module | None, x: jax.Array, train: bool) -> jax.Array:
     """Apply a ``make_norm`` layer (BatchNorm gets ``use_running_average=not train``)."""
     if norm is None:
@@ -157,4 +164,5 @@ def check_choice(value: str, valid: tuple[str, ...], what: str) -> None:
 
 
 __all__ = ["Dense", "FastConv", "StridedConv", "InstanceNorm", "make_norm", "apply_norm",
+           "cancels_conv_bias",
            "get_activation", "pool2x2", "NORMS", "ACTS", "POOLINGS"]
