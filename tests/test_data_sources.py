@@ -221,7 +221,7 @@ def test_image_folder_unknown_class_names_sort_naturally_and_cap_keeps_ids(tmp_p
 
 
 def test_tfds_source_with_mock_data(tmp_path):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds  # the [tfds] extra of the test command
     with tfds.testing.mock_data(num_examples=12):
         raw = load_raw("cifar10", tmp_path, strict_counts=False)  # nothing on disk: auto reaches tfds
         assert raw.origin == "tfds:cifar10"

@@ -92,8 +92,8 @@ def test_conv_bias_skipped_only_before_instance_norm(norm, bias_used):
     biases = [np.abs(np.asarray(g[f"conv_{i}"]["bias"])).max() for i in range(3)]
     assert (min(biases) > 0) if bias_used else (max(biases) == 0.0)
     # Moving the bias leaves the instance-norm network's output unchanged.
-    shifted = jax.tree.map(lambda a: a, variables["params"])
-    shifted["conv_1"] = {**shifted["conv_1"], "bias": shifted["conv_1"]["bias"] + 3.0}
+    conv_1 = variables["params"]["conv_1"]
+    shifted = {**variables["params"], "conv_1": {**conv_1, "bias": conv_1["bias"] + 3.0}}
     out = model.apply({**variables, "params": shifted}, x)
     same = np.allclose(out, model.apply(variables, x), atol=1e-6)
     assert same != bias_used

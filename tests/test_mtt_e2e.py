@@ -12,10 +12,6 @@ from gold.distill import buffer as gbuf
 from gold.distill import load_synthetic
 from gold.distill import loop
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(os.path.join(os.environ.get("GOLD_DATA_DIR", ""), "mnist.npz")),
-    reason="needs GOLD_DATA_DIR with mnist.npz")
-
 PER_CLASS = 30  # 300 training images, 150 kept
 
 
@@ -24,7 +20,8 @@ def _selection(config, ratio):
     config.selection.ratio = ratio
 
 
-def test_buffer_then_mtt_on_tiny_mnist(tmp_path):
+def test_buffer_then_mtt_on_tiny_mnist(tmp_path, gold_data_dir):
+    assert (gold_data_dir / "mnist.npz").is_file(), f"no mnist.npz in {gold_data_dir}"
     bcfg = buffer_config.get_config("mnist")
     bcfg.data.train_per_class = PER_CLASS
     bcfg.data.test_per_class = 5
