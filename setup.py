@@ -8,7 +8,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["gold", "gold.*"]),
+    packages=find_packages(include=["gold", "gold.*"]) + ["gold.configs"],
+    # configs/ ships inside the package as gold.configs (importable from anywhere).
+    package_dir={"gold.configs": "configs"},
     package_data={"gold": ["data/embedded/*"]},
     install_requires=[
         "jax>=0.4.30,<0.11",
@@ -22,6 +24,8 @@ setup(
         "pillow>=10,<13",
         "scikit-learn>=1.3,<2",
         "matplotlib>=3.7,<4",
+        "tensorboardX>=2.6,<3",
+        "tqdm>=4.60,<5",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "nbclient>=0.9,<1", "ipykernel>=6,<8", "nbformat>=5.9,<6"],

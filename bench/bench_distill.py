@@ -46,8 +46,8 @@ for p in (ROOT, os.path.join(ROOT, "bench")):
 
 import jax  # noqa: E402
 
-from configs import dc as dc_config  # noqa: E402
-from configs import dm as dm_config  # noqa: E402
+from gold.configs import dc as dc_config  # noqa: E402
+from gold.configs import dm as dm_config  # noqa: E402
 from gold import data as gdata  # noqa: E402
 from gold.distill import common, loop  # noqa: E402
 

@@ -28,8 +28,8 @@ Interrupted? Rerun the same command: finished chunks are kept, missing ones trai
 
 import ml_collections
 
-from configs import common
-from configs import dc
+from gold.configs import common
+from gold.configs import dc
 
 # ZCA by default where the ref MTT runs use it (IPC 1/10 on CIFAR, CIFAR-100 IPC 1/50).
 _ZCA_DEFAULT = ("cifar10", "cifar10_jpeg", "cifar100")

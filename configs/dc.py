@@ -33,7 +33,7 @@ runs 100 iterations with 10 outer loops (`--config.iterations=100
 
 import ml_collections
 
-from configs import common
+from gold.configs import common
 
 # Reference get_loops: (ipc, outer_loop, inner_loop).
 LOOPS_BY_IPC = ((1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))

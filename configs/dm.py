@@ -20,8 +20,8 @@ DSA augmentation (ref `epoch_eval_train` 1000 for DM), SGD lr 0.01 momentum 0.9.
 
 import ml_collections
 
-from configs import common
-from configs import dc
+from gold.configs import common
+from gold.configs import dc
 
 
 def get_config(dataset: str = "cifar10") -> ml_collections.ConfigDict:

@@ -14,8 +14,8 @@ scale, rotate), one op group per call. Everything else as configs/dc.py.
 
 import ml_collections
 
-from configs import common
-from configs import dc
+from gold.configs import common
+from gold.configs import dc
 
 
 def get_config(dataset: str = "cifar10") -> ml_collections.ConfigDict:

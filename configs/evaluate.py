@@ -21,7 +21,7 @@ Fields:
 
 import ml_collections
 
-from configs import common
+from gold.configs import common
 from gold.experiments.cross_arch import PAPER_MODELS
 
 

@@ -30,7 +30,7 @@ Fields beyond the DC config (configs/dc.py):
 
 import ml_collections
 
-from configs.sweep import algorithm_config, parse_arg
+from gold.configs.sweep import algorithm_config, parse_arg
 from gold.experiments.monte_carlo import PAPER_SETTINGS
 
 

@@ -66,8 +66,8 @@ forward+backward per step; bench/bench_mtt.py).
 
 import ml_collections
 
-from configs import common
-from configs import dc
+from gold.configs import common
+from gold.configs import dc
 
 # (dataset, ipc) -> (syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, syn_lr_init, zca, batch_syn)
 SETTINGS = {

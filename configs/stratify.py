@@ -17,7 +17,7 @@ Fields beyond the distillation config of configs/<algorithm>.py:
   analysis.*  diversity / outlier features
 """
 
-from configs.sweep import algorithm_config, analysis, parse_arg, utility_settings
+from gold.configs.sweep import algorithm_config, analysis, parse_arg, utility_settings
 
 
 def get_config(arg: str = "dc,mnist"):

@@ -27,7 +27,7 @@ import importlib
 
 import ml_collections
 
-from configs import common
+from gold.configs import common
 from gold.experiments.gamma import PAPER_RATIOS
 from gold.utility.defaults import default_settings
 

@@ -8,7 +8,7 @@ Expected: >= 95% test accuracy on MNIST after one epoch at width 32 (~1 min on 2
 
 import ml_collections
 
-from configs import common
+from gold.configs import common
 
 # dataset -> (epochs, batch_size, lr)
 _DEFAULTS = {

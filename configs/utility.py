@@ -24,7 +24,7 @@ diversity analysis), data.*, model.*, seed.
 
 import ml_collections
 
-from configs import common
+from gold.configs import common
 from gold.utility.defaults import default_settings
 
 

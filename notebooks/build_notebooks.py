@@ -98,7 +98,7 @@ def quickstart() -> nbformat.NotebookNode:
             "`launch/distill.py` calls; each run writes `result.json`, `synthetic.npz` and "
             "`synthetic.png` into its workdir."),
         new_code_cell(
-            "from configs import dc\n"
+            "from gold.configs import dc\n"
             "from gold.distill.loop import run as distill\n"
             "def config(indicator, ratio):\n"
             "    c = dc.get_config('digits')\n"
@@ -156,7 +156,7 @@ def critical_samples() -> nbformat.NotebookNode:
             metadata={"tags": ["parameters"]}),
         new_code_cell(SETUP),
         new_code_cell(
-            "from configs import stratify as stratify_cfg, sweep as sweep_cfg\n"
+            "from gold.configs import stratify as stratify_cfg, sweep as sweep_cfg\n"
             "def shrink(c):\n"
             "    c.data.train_per_class = PER_CLASS\n"
             "    c.model.width, c.model.depth = WIDTH, DEPTH\n"

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import buffer as buffer_config
+from gold.configs import buffer as buffer_config
 from gold import models as gmodels
 from gold import nn as gnn
 from gold import workdir as gwork

@@ -2,9 +2,9 @@
 
 import pytest
 
-from configs import common
-from configs import dc as dc_config
-from configs import dm as dm_config
+from gold.configs import common
+from gold.configs import dc as dc_config
+from gold.configs import dm as dm_config
 from gold import data as gdata
 
 

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import dc as dc_config
-from configs import dm as dm_config
-from configs import dsa as dsa_config
+from gold.configs import dc as dc_config
+from gold.configs import dm as dm_config
+from gold.configs import dsa as dsa_config
 from gold.distill import common, dc, dm, loop
 
 

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import dc as dc_config
-from configs import dm as dm_config
+from gold.configs import dc as dc_config
+from gold.configs import dm as dm_config
 from gold import workdir as gwork
 from gold.distill import load_synthetic, loop
 

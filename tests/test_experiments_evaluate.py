@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import evaluate as evaluate_cfg  # noqa: E402
+from gold.configs import evaluate as evaluate_cfg  # noqa: E402
 from gold import data as gdata  # noqa: E402
 from gold.distill import save_synthetic  # noqa: E402
 from gold.evaluate import EvalProtocol  # noqa: E402

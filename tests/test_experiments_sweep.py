@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import stratify as stratify_cfg  # noqa: E402
-from configs import sweep as sweep_cfg  # noqa: E402
+from gold.configs import stratify as stratify_cfg  # noqa: E402
+from gold.configs import sweep as sweep_cfg  # noqa: E402
 from gold import selection as gsel  # noqa: E402
 from gold import workdir as gwork  # noqa: E402
 from gold.distill.loop import load_data  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import monte_carlo as mc_cfg  # noqa: E402
+from gold.configs import monte_carlo as mc_cfg  # noqa: E402
 from gold.experiments import monte_carlo as mc  # noqa: E402
 from gold.experiments import report  # noqa: E402
 from gold.utility import load_utility  # noqa: E402

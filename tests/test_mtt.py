@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import mtt as mtt_config
+from gold.configs import mtt as mtt_config
 from gold import config_utils
 from gold import distill as gdistill
 from gold import models as gmodels

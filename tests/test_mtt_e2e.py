@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from configs import buffer as buffer_config
-from configs import mtt as mtt_config
+from gold.configs import buffer as buffer_config
+from gold.configs import mtt as mtt_config
 from gold.distill import buffer as gbuf
 from gold.distill import load_synthetic
 from gold.distill import loop
