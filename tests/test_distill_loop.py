@@ -78,7 +78,7 @@ def test_end_to_end_dm_run_with_selection_and_artifacts(tmp_path, gold_data_dir)
     np.testing.assert_allclose(pix, syn.x * 0.3081 + 0.1307, rtol=1e-5, atol=1e-6)
     from PIL import Image
     with Image.open(wd / "synthetic.png") as img:
-        assert img.size[1] > img.size[0] / 2  # 10 rows of 2
+        assert img.size[0] > img.size[1]  # 10 class columns of 2 images
 
 
 def test_iterations_zero_evaluates_random_real_baseline(tmp_path, gold_data_dir):

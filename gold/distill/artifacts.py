@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -142,45 +142,101 @@ def load_synthetic(path: str) -> SyntheticSet:
             meta=json.loads(str(f["meta"])))
 
 
-def image_grid(pixels: np.ndarray, labels: np.ndarray, num_classes: int, pad: int = 1,
-               max_per_row: int = 50) -> np.ndarray:
-    """uint8 ``[rows*(H+pad)+pad, cols*(W+pad)+pad, 3]`` grid, one row per class.
+class ImageGrid(NamedTuple):
+    """A class-labelled image grid: ``image`` uint8 ``[H, W, 3]`` and, per class, the
+    canvas pixel ``(x_centre, y_bottom)`` of its label band and the label's width in
+    canvas pixels."""
 
-    ``pixels``: ``[M, H, W, C]`` in [0, 1] (clipped here); ``labels``: int ``[M]`` or
-    soft ``[M, K]`` (argmax). Classes with more than ``max_per_row`` images show the
-    first ``max_per_row``.
+    image: np.ndarray
+    label_anchors: tuple[tuple[float, float], ...]
+    label_width: int
+
+
+def image_grid(pixels: np.ndarray, labels: np.ndarray, num_classes: int, *,
+               classes_per_row: int = 10, images_per_column: int = 10, pad: int = 1,
+               label_height: int = 0) -> ImageGrid:
+    """Classes as columns: each class is a tile of its images, tiles wrap after
+    ``classes_per_row`` classes.
+
+    Within a tile, images run top to bottom in columns of ``images_per_column``; a class
+    with more images gets further columns (IPC 1: one image per tile; IPC 10: a column
+    of 10; IPC 50: 5 columns of 10). Above every tile is a white band of
+    ``label_height`` pixels for the class name (drawn by :func:`save_png`).
+
+    Args:
+      pixels: ``[M, H, W, C]`` images in [0, 1] (clipped here), C = 1 (grey) or 3.
+      labels: int ``[M]`` or soft ``[M, K]`` labels (argmax).
+      num_classes: K; a class without images gets an empty tile.
+
+    Returns:
+      :class:`ImageGrid` with a white background and ``pad`` pixels between images.
     """
     labels = np.asarray(labels)
     hard = labels.argmax(-1) if labels.ndim == 2 else labels
     x = np.clip(np.asarray(pixels, np.float32), 0.0, 1.0)
-    if x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
-    x = x[..., :3]
+    x = np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
     h, w = x.shape[1:3]
-    rows = [np.flatnonzero(hard == c)[:max_per_row] for c in range(num_classes)]
-    cols = max(1, max((len(r) for r in rows), default=1))
-    grid = np.ones((num_classes * (h + pad) + pad, cols * (w + pad) + pad, 3), np.float32)
-    for c, idx in enumerate(rows):
+    members = [np.flatnonzero(hard == c) for c in range(num_classes)]
+    most = max(1, max(len(m) for m in members))
+    tile_rows = min(most, images_per_column)
+    tile_cols = -(-most // images_per_column)
+    tile_h = label_height + tile_rows * (h + pad)
+    tile_w = tile_cols * (w + pad) + 2 * pad  # 2 * pad: a gap between classes
+    per_row = max(1, min(classes_per_row, num_classes))
+    grid_rows = -(-num_classes // per_row)
+    canvas = np.ones((grid_rows * tile_h + pad, per_row * tile_w, 3), np.float32)
+    anchors = []
+    for c, idx in enumerate(members):
+        top, left = (c // per_row) * tile_h, (c % per_row) * tile_w + pad
+        anchors.append((left + (tile_w - 2 * pad) / 2.0, top + label_height))
         for j, i in enumerate(idx):
-            top, left = pad + c * (h + pad), pad + j * (w + pad)
-            grid[top:top + h, left:left + w] = x[i]
-    return (grid * 255.0 + 0.5).astype(np.uint8)
+            y0 = top + label_height + pad + (j % images_per_column) * (h + pad)
+            x0 = left + pad + (j // images_per_column) * (w + pad)
+            canvas[y0:y0 + h, x0:x0 + w] = x[i]
+    return ImageGrid((canvas * 255.0 + 0.5).astype(np.uint8), tuple(anchors), tile_w - 2 * pad)
 
 
-def save_png(path: str, syn: SyntheticSet, scale: int = 0) -> None:
-    """``synthetic.png``: de-normalised grid, one row per class (Pillow).
+def _fit_label(name: str, width_px: float, char_px: float) -> str:
+    """``name`` shortened with an ellipsis to at most ``width_px`` at ``char_px`` per
+    character (at least 3 characters)."""
+    room = max(3, int(width_px // char_px))
+    return name if len(name) <= room else name[: room - 1] + "\u2026"
 
-    ``scale`` = integer upscaling (0: automatic, so small images stay visible).
+
+def save_png(path: str, syn: SyntheticSet, scale: int = 0, classes_per_row: int = 10,
+             images_per_column: int = 10) -> None:
+    """``synthetic.png``: the de-normalised set, classes as labelled columns (matplotlib,
+    Agg backend).
+
+    Every class is a column of its images under its class name; after
+    ``classes_per_row`` classes the columns wrap into a new row (CIFAR-100: 10 rows of
+    10 classes); a class with more than ``images_per_column`` images gets more columns.
+    ``scale`` = screen pixels per image pixel (0: automatic, images at least 64 pixels
+    wide so small images stay visible). Grey and RGB sets, any IPC.
     """
-    from PIL import Image
+    from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend
 
-    grid = image_grid(syn.to_pixels(), syn.y, syn.num_classes)
-    if scale <= 0:
-        scale = max(1, 64 // max(syn.x.shape[1], 1))
-    img = Image.fromarray(grid)
-    if scale > 1:
-        img = img.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
-    img.save(path)
+    h, w = syn.x.shape[1:3]
+    scale = scale if scale > 0 else max(1, -(-64 // max(w, 1)))
+    font_px = 11.0  # 8 pt at 100 dpi
+    label_height = int(-(-(font_px + 4) // scale))
+    grid = image_grid(syn.to_pixels(), syn.y, syn.num_classes, classes_per_row=classes_per_row,
+                      images_per_column=images_per_column, label_height=label_height)
+    title_px = 22
+    gh, gw = grid.image.shape[:2]
+    dpi = 100.0
+    fig = Figure(figsize=(gw * scale / dpi, (gh * scale + title_px) / dpi), dpi=dpi)
+    ax = fig.add_axes((0.0, 0.0, 1.0, gh * scale / (gh * scale + title_px)))
+    ax.imshow(grid.image, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    names = list(syn.class_names) or [str(c) for c in range(syn.num_classes)]
+    for name, (cx, bottom) in zip(names, grid.label_anchors):
+        ax.text(cx, bottom - 1.0 / scale, _fit_label(name, grid.label_width * scale, 6.5),
+                ha="center", va="bottom", fontsize=8)
+    fig.text(0.5, 1.0 - 3.0 / (gh * scale + title_px),
+             f"{syn.algorithm} on {syn.dataset}: {syn.ipc} image{'s' * (syn.ipc != 1)} per class",
+             ha="center", va="top", fontsize=10)
+    fig.savefig(path, dpi=dpi)
 
 
-__all__ = ["SyntheticSet", "image_grid", "load_synthetic", "save_png", "save_synthetic"]
+__all__ = ["ImageGrid", "SyntheticSet", "image_grid", "load_synthetic", "save_png", "save_synthetic"]
