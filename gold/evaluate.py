@@ -13,6 +13,7 @@ import functools
 import time
 from typing import Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,14 +27,28 @@ from gold import nn as gnn
 class EvalProtocol:
     """How to train and test the K evaluation networks.
 
+    The default schedule is that of the DC / DSA / DM / MTT references
+    (``evaluate_synset``): with ``Epoch = epochs`` they train ``Epoch + 1`` epochs
+    (``for ep in range(Epoch + 1)``) and, after the epoch with index ``Epoch // 2 + 1``,
+    multiply the lr by 0.1 AND build a new SGD optimiser (momentum buffer reset). So
+    ``epochs=300`` trains 301 epochs, 152 at ``lr`` then 149 at ``lr / 10`` from zero
+    momentum. Each epoch is the references' ``DataLoader(shuffle=True)`` pass: the last
+    minibatch is smaller, not padded (:func:`gold.nn.train_epoch`), so BatchNorm
+    statistics never see repeated samples.
+
     Attributes:
       model: architecture name (see ``gold.models.model_names()``).
       model_overrides: constructor overrides, e.g. ``(("width", 32),)``.
       num_models: K, networks trained from different random inits.
-      epochs: training epochs on the synthetic set (300; 1000 with augmentation).
+      epochs: the references' ``epoch_eval_train`` (300; 1000 with augmentation); the
+        networks train ``epochs + 1`` epochs (:meth:`train_epochs`).
       batch_size: minibatch size (256).
       lr, momentum, weight_decay: PyTorch-style SGD (0.01, 0.9, 5e-4).
-      lr_decay_epochs: epochs at which lr is multiplied by ``lr_decay`` (default: half).
+      lr_decay_epochs: numbers of epochs completed before each lr drop (default
+        ``(epochs // 2 + 2,)``, the references' drop after epoch index ``epochs//2 + 1``).
+      lr_decay: factor of each drop (0.1).
+      momentum_reset: each drop starts a fresh optimiser (zero momentum), as the
+        references do; False keeps one optimiser with a step schedule.
       augment: ``none`` | ``dsa`` | ``dc_mnist`` (crop/scale/rotate, per sample).
       dsa_strategy: DSA op groups when ``augment == 'dsa'``.
       test_batch_size: batch of the test pass.
@@ -49,13 +64,20 @@ class EvalProtocol:
     weight_decay: float = 5e-4
     lr_decay_epochs: Optional[tuple[int, ...]] = None
     lr_decay: float = 0.1
+    momentum_reset: bool = True
     augment: str = "none"
     dsa_strategy: str = gaug.DEFAULT_STRATEGY
     test_batch_size: int = 1000
 
+    def train_epochs(self) -> int:
+        """Epochs actually trained: ``epochs + 1`` (the references' ``range(Epoch + 1)``)."""
+        return self.epochs + 1
+
     def decay_epochs(self) -> tuple[int, ...]:
-        """Epochs at which the lr drops (default: half of ``epochs``)."""
-        return self.lr_decay_epochs if self.lr_decay_epochs is not None else (self.epochs // 2,)
+        """Epochs completed before each lr drop (default ``epochs // 2 + 2``)."""
+        if self.lr_decay_epochs is not None:
+            return self.lr_decay_epochs
+        return (self.epochs // 2 + 2,)
 
     def to_dict(self) -> dict:
         """JSON-friendly description, stored with every synthetic set."""
@@ -74,6 +96,27 @@ class EvalProtocol:
         return cls(**d)
 
 
+def training_phases(protocol: EvalProtocol, lr: jax.Array, steps_per_epoch: int) -> list[gnn.Phase]:
+    """The SGD phases of ``protocol`` for a base learning rate ``lr`` (may be traced).
+
+    With ``momentum_reset`` (default): one phase per stretch between lr drops, the
+    i-th at the constant ``lr * lr_decay**i``, each with a fresh optimiser. Without:
+    one phase of ``train_epochs()`` epochs and a step schedule (one optimiser).
+    """
+    total = protocol.train_epochs()
+    bounds = sorted({min(max(int(e), 0), total) for e in protocol.decay_epochs()})
+    if not protocol.momentum_reset:
+        schedule = gnn.step_decay(1.0, steps_per_epoch, tuple(bounds), protocol.lr_decay)
+        tx = gnn.sgd(lambda step: lr * schedule(step), protocol.momentum, protocol.weight_decay)
+        return [gnn.Phase(tx, total)]
+    edges = [0, *bounds, total]
+    return [
+        gnn.Phase(gnn.sgd(lambda step, f=protocol.lr_decay ** i: lr * f, protocol.momentum,
+                          protocol.weight_decay), end - start)
+        for i, (start, end) in enumerate(zip(edges[:-1], edges[1:]))
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
     """Test accuracies in percent of the K networks, their mean / std, wall seconds."""
@@ -82,6 +125,41 @@ class EvalResult:
     mean: float
     std: float
     seconds: float
+
+
+def train_networks(
+    protocol: EvalProtocol,
+    num_classes: int,
+    keys: jax.Array,
+    x_syn: jax.Array,
+    y_syn: jax.Array,
+    lr: jax.Array,
+) -> tuple[nn.Module, gnn.Variables]:
+    """Train ``len(keys)`` fresh networks on ``(x_syn, y_syn)`` as one vmapped program
+    (``gold.nn.fit_phases_many`` through :func:`training_phases`); pure and jittable
+    (``protocol`` and ``num_classes`` static).
+
+    Args:
+      protocol: evaluation protocol (model, epochs, SGD, augmentation).
+      num_classes: number of classes K of the logits.
+      keys: ``[K]`` PRNG keys, one per network (init, shuffling, augmentation).
+      x_syn: ``[M, H, W, C]`` training images; y_syn: ``[M]`` int labels or ``[M, K]``
+        soft labels.
+      lr: float32 scalar learning rate (a learned lr, or ``protocol.lr``).
+
+    Returns:
+      (the model, its variables with a leading axis K).
+    """
+    model = gmodels.get_model(
+        protocol.model, num_classes, x_syn.shape[1:], **dict(protocol.model_overrides)
+    )
+    steps_per_epoch = gnn.num_batches(x_syn.shape[0], protocol.batch_size)
+    augment = gaug.get_augment(protocol.augment, strategy=protocol.dsa_strategy)
+    trained = gnn.fit_phases_many(
+        model, training_phases(protocol, lr, steps_per_epoch), keys, x_syn, y_syn,
+        batch_size=protocol.batch_size, augment=augment,
+    )
+    return model, trained.variables
 
 
 def train_and_test(
@@ -94,31 +172,10 @@ def train_and_test(
     y_test: jax.Array,
     lr: jax.Array,
 ) -> jax.Array:
-    """Train ``len(keys)`` fresh networks on ``(x_syn, y_syn)`` and test them: ``[K]``
-    accuracies in [0, 1]. Pure and jittable (``protocol`` and ``num_classes`` static);
-    the K networks train as one vmapped program (``gold.nn.fit_many``).
-
-    Args:
-      protocol: evaluation protocol (model, epochs, SGD, augmentation).
-      num_classes: number of classes K of the logits.
-      keys: ``[K]`` PRNG keys, one per network (init, shuffling, augmentation).
-      x_syn: ``[M, H, W, C]`` training images; y_syn: ``[M]`` int labels or ``[M, K]``
-        soft labels.
-      x_test: ``[N, H, W, C]``; y_test: ``[N]`` int labels.
-      lr: float32 scalar learning rate (a learned lr, or ``protocol.lr``).
-    """
-    model = gmodels.get_model(
-        protocol.model, num_classes, x_syn.shape[1:], **dict(protocol.model_overrides)
-    )
-    steps_per_epoch = gnn.num_batches(x_syn.shape[0], protocol.batch_size)
-    schedule = gnn.step_decay(1.0, steps_per_epoch, protocol.decay_epochs(), protocol.lr_decay)
-    tx = gnn.sgd(lambda step: lr * schedule(step), protocol.momentum, protocol.weight_decay)
-    augment = gaug.get_augment(protocol.augment, strategy=protocol.dsa_strategy)
-    trained = gnn.fit_many(
-        model, tx, keys, x_syn, y_syn,
-        epochs=protocol.epochs, batch_size=protocol.batch_size, augment=augment,
-    )
-    return gnn.accuracy_many(model, trained.variables, x_test, y_test, protocol.test_batch_size)
+    """:func:`train_networks`, then one batched test pass over all K networks:
+    ``[K]`` accuracies in [0, 1] on ``x_test [N, H, W, C]``, int ``y_test [N]``."""
+    model, variables = train_networks(protocol, num_classes, keys, x_syn, y_syn, lr)
+    return gnn.accuracy_many(model, variables, x_test, y_test, protocol.test_batch_size)
 
 
 @functools.lru_cache(maxsize=32)

@@ -11,7 +11,7 @@ Shapes: images ``x`` are float32 ``[N, H, W, C]``; labels ``y`` are int32 ``[N]`
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -114,22 +114,18 @@ def num_batches(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
 
 
-def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """A shuffled epoch as fixed-size minibatches.
+def epoch_split(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """A shuffled epoch as PyTorch's ``DataLoader(shuffle=True, drop_last=False)`` cuts it.
 
     Returns:
-      idx: int32 ``[num_batches, B]`` sample indices; the tail of the last batch is
-        filled with extra random samples so every batch has the same shape.
-      mask: bool ``[num_batches, B]``, True where the entry is a real (first) visit.
+      full: int32 ``[n // b, b]`` sample indices of the full minibatches;
+      tail: int32 ``[n % b]`` indices of the smaller last minibatch (empty when ``b``
+        divides ``n``), with ``b = min(batch_size, n)``. Every sample appears once.
     """
     b = min(batch_size, n)
-    nb = num_batches(n, b)
-    k_perm, k_fill = jax.random.split(key)
-    perm = jax.random.permutation(k_perm, n)
-    fill = jax.random.randint(k_fill, (nb * b - n,), 0, n)
-    idx = jnp.concatenate([perm, fill]).reshape(nb, b)
-    mask = (jnp.arange(nb * b) < n).reshape(nb, b)
-    return idx.astype(jnp.int32), mask
+    perm = jax.random.permutation(key, n).astype(jnp.int32)
+    nf = n // b
+    return perm[: nf * b].reshape(nf, b), perm[nf * b:]
 
 
 # -------------------------------------------------------------------------- training
@@ -168,24 +164,21 @@ def train_step(
     state: TrainState,
     x: jax.Array,
     y: jax.Array,
-    weights: Optional[jax.Array] = None,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
-    """One optimiser step on the (weighted) mean loss of a minibatch.
+    """One optimiser step on the mean loss of a minibatch.
 
     Args:
       x: ``[B, ...]`` images; y: ``[B]`` or ``[B, K]`` labels.
-      weights: optional float ``[B]`` per-sample weights (0 drops a padded entry).
 
     Returns:
       (new state, per-sample losses ``[B]``, logits ``[B, K]``), both from the forward
       pass before the update.
     """
-    w = jnp.ones(x.shape[0], jnp.float32) if weights is None else weights.astype(jnp.float32)
 
     def loss_fn(params):
         logits, new_vars = apply_model(model, {**state.variables, "params": params}, x, train=True)
         losses = per_sample_cross_entropy(logits, y)
-        return jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0), (losses, logits, new_vars)
+        return jnp.mean(losses), (losses, logits, new_vars)
 
     params = state.variables["params"]
     grads, (losses, logits, new_vars) = jax.grad(loss_fn, has_aux=True)(params)
@@ -206,7 +199,12 @@ def train_epoch(
     augment: Optional[AugmentFn] = None,
     record: bool = False,
 ) -> tuple[TrainState, jax.Array, Optional[SampleRecord]]:
-    """One shuffled pass over ``(x, y)`` as a ``lax.scan`` over minibatches; jittable.
+    """One shuffled pass over ``(x, y)``; jittable.
+
+    The minibatches are those of :func:`epoch_split` (shuffle key ``split(key)[0]``):
+    a ``lax.scan`` over the full ones, then one step on the smaller last one, as the
+    PyTorch references' ``DataLoader`` does; so BatchNorm statistics and the mean loss
+    of the last step cover exactly its samples.
 
     Args:
       x: ``[N, ...]`` images; y: ``[N]`` or ``[N, K]`` labels.
@@ -214,36 +212,85 @@ def train_epoch(
       record: also return every sample's loss / correctness / EL2N, each ``[N]``.
 
     Returns:
-      (state, mean train loss of the epoch, per-sample record or None).
+      (state, mean train loss of the epoch over its N samples, per-sample record or None).
     """
     x, y = jnp.asarray(x), jnp.asarray(y)
     n = x.shape[0]
     k_batches, k_aug = jax.random.split(key)
-    idx, mask = epoch_batches(k_batches, n, batch_size)
-    aug_keys = jax.random.split(k_aug, idx.shape[0])
+    full, tail = epoch_split(k_batches, n, batch_size)
+    aug_keys = jax.random.split(k_aug, full.shape[0] + 1)
 
     def run_batch(state, inputs):
-        b_idx, b_mask, b_key = inputs
-        xb = x[b_idx]
+        b_idx, b_key = inputs
+        xb, yb = x[b_idx], y[b_idx]
         if augment is not None:
             xb = augment(b_key, xb)
-        yb = y[b_idx]
-        state, losses, logits = train_step(model, tx, state, xb, yb, b_mask)
+        state, losses, logits = train_step(model, tx, state, xb, yb)
         if not record:
-            return state, losses
+            return state, (losses,)
         correct = (jnp.argmax(logits, -1) == hard_labels(yb)).astype(jnp.float32)
         return state, (losses, correct, per_sample_el2n(logits, yb))
 
-    state, stats = jax.lax.scan(run_batch, state, (idx, mask, aug_keys))
-    m = mask.astype(jnp.float32)
-    losses = stats[0] if record else stats
-    mean_loss = jnp.sum(losses * m) / jnp.sum(m)
+    state, stats = jax.lax.scan(run_batch, state, (full, aug_keys[:-1]))
+    order = full.reshape(-1)
+    stats = [s.reshape(-1) for s in stats]
+    if tail.shape[0]:
+        state, tail_stats = run_batch(state, (tail, aug_keys[-1]))
+        order = jnp.concatenate([order, tail])
+        stats = [jnp.concatenate([s, t]) for s, t in zip(stats, tail_stats)]
+    mean_loss = jnp.mean(stats[0])
     if not record:
         return state, mean_loss, None
-    # Scatter the [num_batches, B] stats back to dataset order; padded entries drop.
-    target = jnp.where(mask, idx, n).reshape(-1)
-    per_sample = [jnp.zeros(n, jnp.float32).at[target].set(s.reshape(-1), mode="drop") for s in stats]
+    per_sample = [jnp.zeros(n, jnp.float32).at[order].set(s) for s in stats]  # dataset order
     return state, mean_loss, SampleRecord(*per_sample)
+
+
+class Phase(NamedTuple):
+    """A stretch of ``epochs`` epochs trained with optimiser ``tx``; its state starts
+    fresh (zero momentum), as a new ``torch.optim.SGD`` in the PyTorch references."""
+
+    tx: optax.GradientTransformation
+    epochs: int
+
+
+def fit_phases(
+    model: nn.Module,
+    phases: Sequence[Phase],
+    variables: Variables,
+    x: jax.Array,
+    y: jax.Array,
+    key: jax.Array,
+    *,
+    batch_size: int,
+    augment: Optional[AugmentFn] = None,
+    record: bool = False,
+) -> FitResult:
+    """Train one network through ``phases`` in order; pure and jittable.
+
+    Epoch ``e`` (counted over all phases) is a :func:`train_epoch` with key
+    ``split(key, total_epochs)[e]``; each phase is a ``lax.scan`` over its epochs and
+    starts from ``phase.tx.init`` (the optimiser state does not carry over). With
+    ``record=True`` every sample's loss, correctness and EL2N are kept for every epoch
+    (``[total_epochs, N]``; the loss / forgetting / EL2N indicators).
+    """
+    epoch_keys = jax.random.split(key, sum(p.epochs for p in phases))
+    losses, records, start = [], [], 0
+    for phase in phases:
+
+        def run_epoch(state, epoch_key, tx=phase.tx):
+            state, mean_loss, rec = train_epoch(
+                model, tx, state, x, y, epoch_key,
+                batch_size=batch_size, augment=augment, record=record,
+            )
+            return state, (mean_loss, rec)
+
+        state = TrainState(variables, phase.tx.init(variables["params"]))
+        state, (loss, rec) = jax.lax.scan(run_epoch, state, epoch_keys[start:start + phase.epochs])
+        variables, start = state.variables, start + phase.epochs
+        losses.append(loss)
+        records.append(rec)
+    record_all = SampleRecord(*(jnp.concatenate(f) for f in zip(*records))) if record else None
+    return FitResult(variables, jnp.concatenate(losses), record_all)
 
 
 def fit(
@@ -259,23 +306,40 @@ def fit(
     augment: Optional[AugmentFn] = None,
     record: bool = False,
 ) -> FitResult:
-    """Train one network for ``epochs`` passes over ``(x, y)``; pure and jittable.
+    """Train one network for ``epochs`` passes over ``(x, y)`` with one optimiser
+    (:func:`fit_phases` with one phase); pure and jittable."""
+    return fit_phases(model, [Phase(tx, epochs)], variables, x, y, key,
+                      batch_size=batch_size, augment=augment, record=record)
 
-    Epochs are a ``lax.scan`` of :func:`train_epoch`, each with a key split from
-    ``key``. With ``record=True`` every sample's loss, correctness and EL2N are kept
-    for every epoch (``[epochs, N]``; the loss / forgetting / EL2N indicators).
+
+def fit_phases_many(
+    model: nn.Module,
+    phases: Sequence[Phase],
+    keys: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    batch_size: int,
+    augment: Optional[AugmentFn] = None,
+    record: bool = False,
+) -> FitResult:
+    """Train ``K = len(keys)`` freshly initialised networks at once (vmapped
+    :func:`fit_phases`).
+
+    Network k is initialised from ``fold_in(keys[k], 0)`` and trained with
+    ``fold_in(keys[k], 1)``, exactly as a sequential loop over the keys would. The
+    data is shared, not copied. Every leaf of the result has a leading axis ``K``.
     """
+    input_shape = x.shape[1:]
 
-    def run_epoch(state, epoch_key):
-        state, mean_loss, rec = train_epoch(
-            model, tx, state, x, y, epoch_key,
+    def one(k):
+        variables = init_variables(model, jax.random.fold_in(k, 0), input_shape)
+        return fit_phases(
+            model, phases, variables, x, y, jax.random.fold_in(k, 1),
             batch_size=batch_size, augment=augment, record=record,
         )
-        return state, (mean_loss, rec)
 
-    state = TrainState(variables, tx.init(variables["params"]))
-    state, (epoch_loss, rec) = jax.lax.scan(run_epoch, state, jax.random.split(key, epochs))
-    return FitResult(state.variables, epoch_loss, rec)
+    return jax.vmap(one)(keys)
 
 
 def fit_many(
@@ -290,22 +354,9 @@ def fit_many(
     augment: Optional[AugmentFn] = None,
     record: bool = False,
 ) -> FitResult:
-    """Train ``K = len(keys)`` freshly initialised networks at once (vmapped ``fit``).
-
-    Network k is initialised from ``fold_in(keys[k], 0)`` and trained with
-    ``fold_in(keys[k], 1)``, exactly as a sequential loop over the keys would. The
-    data is shared, not copied. Every leaf of the result has a leading axis ``K``.
-    """
-    input_shape = x.shape[1:]
-
-    def one(k):
-        variables = init_variables(model, jax.random.fold_in(k, 0), input_shape)
-        return fit(
-            model, tx, variables, x, y, jax.random.fold_in(k, 1),
-            epochs=epochs, batch_size=batch_size, augment=augment, record=record,
-        )
-
-    return jax.vmap(one)(keys)
+    """:func:`fit_phases_many` with one optimiser for ``epochs`` epochs."""
+    return fit_phases_many(model, [Phase(tx, epochs)], keys, x, y,
+                           batch_size=batch_size, augment=augment, record=record)
 
 
 # ------------------------------------------------------------------------- inference
@@ -352,8 +403,8 @@ def unstack_variables(variables: Variables, k: int) -> Variables:
 
 __all__ = [
     "AugmentFn", "FitResult", "SampleRecord", "TrainState", "Variables",
-    "accuracy_many", "apply_model", "count_params", "epoch_batches", "fit", "fit_many",
-    "hard_labels", "init_variables", "make_optimizer", "num_batches",
+    "Phase", "accuracy_many", "apply_model", "count_params", "epoch_split", "fit",
+    "fit_many", "fit_phases", "fit_phases_many", "hard_labels", "init_variables", "make_optimizer", "num_batches",
     "per_sample_cross_entropy", "per_sample_el2n", "predict_many", "sgd",
     "stack_variables", "step_decay", "train_epoch", "train_step", "unstack_variables",
 ]

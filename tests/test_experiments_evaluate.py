@@ -43,7 +43,7 @@ def test_protocol_for_replaces_model_and_overrides():
     ev.epochs, ev.num_models, ev.augment = 20, 2, "dsa"
     p = cross_arch.protocol_for(stored, "convnet", ev)
     assert p.model_overrides == (("width", 32),) and p.epochs == 20 and p.num_models == 2
-    assert p.augment == "dsa" and p.decay_epochs() == (10,)
+    assert p.augment == "dsa" and p.decay_epochs() == (12,)  # after epoch index 20 // 2 + 1
 
 
 def test_cross_arch_end_to_end_and_cache(tmp_path, digits):

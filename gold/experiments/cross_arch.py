@@ -78,7 +78,7 @@ def protocol_for(stored: Any, model: str, ev: Any) -> Any:
     if ev.get("augment", ""):
         changes["augment"] = str(ev.augment)
     if "epochs" in changes and stored.lr_decay_epochs is not None:
-        changes["lr_decay_epochs"] = None  # default: half of the new epochs
+        changes["lr_decay_epochs"] = None  # the reference drop for the new epochs
     return dataclasses.replace(stored, **changes)
 
 
