@@ -1,4 +1,4 @@
-"""MTT: matching training trajectories (PROTOCOL.md; ref mtt-distillation `distill.py`).
+"""MTT: matching training trajectories (docs/protocol.md; ref mtt-distillation `distill.py`).
 
 Run (paper setting, CIFAR-10 IPC 1; first the expert buffer, configs/buffer.py):
   python launch/buffer.py --config=configs/buffer.py:cifar10 --workdir=/data/buffers/cifar10_zca
@@ -17,19 +17,14 @@ other samples unless `--config.allow_buffer_mismatch=True`):
   python launch/distill.py ... --config.selection.indicator=loss --config.selection.ratio=0.8 \
       --config.selection.utility_path=U/utility.npz
 
-CPU-sized MNIST run (the MTT issue's check; first 1000 training images per class, 5
-experts x 4 epochs at width 32, 200 iterations):
+CPU-sized MNIST run (first 1000 training images per class, 5 experts x 4 epochs at
+width 32, 200 iterations; measured numbers in BENCHMARKS.md):
   python launch/buffer.py --config=configs/buffer.py:mnist --workdir=/tmp/mtt_runs/buffer_mnist1k_w32 \
       --config.model.width=32 --config.num_experts=5 --config.epochs=4 \
       --config.experts_per_chunk=1 --config.data.train_per_class=1000
   python launch/distill.py --config=configs/mtt.py:mnist --workdir=/tmp/mtt_runs/mtt_mnist1k_ipc1 \
       --config.buffer_dir=/tmp/mtt_runs/buffer_mnist1k_w32 --config.model.width=32 \
       --config.data.train_per_class=1000 --config.iterations=200
-Measured (2 shared CPU cores, load ~15): experts 88.6 +- 1.7% test accuracy (26 min for
-the buffer); MTT IPC 1 85.2 +- 0.7% (200 iterations, ~4.2 s each; 20 min with the
-evaluation) vs 65.8 +- 1.5% for the same run with `--config.iterations=0` (its real
-init = the random-real baseline).
-
 Per-(dataset, IPC) settings, ref values ("Complete Hyperparameters", mtt-distillation
 issue #7 / README table, as listed in the DC-benchmark's TM commands "provided by the
 author"): syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, syn_lr_init (ref
@@ -54,10 +49,12 @@ max_start_epoch 2, lr_img 1000, lr_lr 1e-7, syn_lr_init 0.01; IPC 10: 30, 2, 10,
 1e-5, 0.01; IPC 50: 30, 2, 20, 1000, 1e-5, 0.01 (few-epoch CPU buffers converge fast,
 so the start epochs stay early). Other datasets default to the CIFAR-10 values without ZCA.
 
-Other settings (ref): 5,000 iterations (paper 10,000 for some); SGD momentum 0.5 on
-the images and on the lr; real init (the paper's setting; ref flag default noise); DSA
-(color_crop_cutout_flip_scale_rotate, per-sample) on every synthetic minibatch;
-ConvNetD3 with instance norm (no BatchNorm: the student runs from flat parameters).
+Other settings (ref), declared once in `gold.distill.mtt.MTTSettings`: 10,000
+iterations (the paper's); SGD momentum 0.5 on the images and on the lr; real init (the
+paper's setting; the ref's `--pix_init` flag defaults to real too); experts in shuffled
+passes over the buffer (the ref's order); DSA on every synthetic minibatch
+(per-sample; the ref's strategy, without flip for digit datasets); ConvNetD3 with
+instance norm (no BatchNorm: the student runs from flat parameters).
 Evaluation: 5 ConvNets, 1000 epochs with DSA, SGD momentum 0.9 wd 5e-4 with the
 LEARNED lr (x0.1 at half), batch 256.
 `remat=True` checkpoints each unrolled step (memory ~flat in syn_steps, ~1 extra
@@ -68,6 +65,7 @@ import ml_collections
 
 from gold.configs import common
 from gold.configs import dc
+from gold.distill import mtt as mtt_algorithm
 
 # (dataset, ipc) -> (syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, syn_lr_init, zca, batch_syn)
 SETTINGS = {
@@ -101,7 +99,7 @@ def table(dataset: str) -> tuple:
 
 
 def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
-    """Paper / ref MTT settings: `arg` = "dataset" or "dataset,ipc" (default IPC 1).
+    """Paper / ref MTT settings: `arg` = "dataset[,ipc][,runlocal]" (default IPC 1).
 
     The per-IPC fields (syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr,
     syn_lr_init, batch_syn) are 0 = "from `per_ipc` at `config.ipc`" (nearest listed
@@ -109,32 +107,16 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     explicitly. `data.zca` follows the IPC given in `arg` (it decides how the data is
     loaded, before the algorithm exists).
     """
-    dataset, _, ipc_arg = arg.partition(",")
+    positional, options = common.parse_arg(arg, "cifar10")
+    dataset, _, ipc_arg = positional.partition(",")
     ipc = int(ipc_arg) if ipc_arg else 1
     per_ipc, zca = table(dataset)
-    config = dc.base(dataset, "mtt")
+    config = dc.base(dataset, "mtt", mtt_algorithm.MTTSettings)
     config.ipc = ipc
-    config.iterations = 5000
-    config.init = "real"
-    config.buffer_dir = ""            # the expert buffer (launch/buffer.py --workdir)
-    config.max_experts = 0            # > 0: use only the first n experts of the buffer
-    config.allow_buffer_mismatch = False
-    # rows (ipc, syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, syn_lr_init, batch_syn)
     config.per_ipc = per_ipc
-    config.syn_steps = 0              # 0 = from per_ipc
-    config.expert_epochs = 0
-    config.max_start_epoch = 0
-    config.lr_img = 0.0
-    config.lr_lr = 0.0
-    config.syn_lr_init = 0.0          # initial learnable synthetic lr (ref distill.py --lr_teacher)
-    config.batch_syn = 0              # synthetic minibatch; 0 = from per_ipc (0 there = all)
-    config.momentum_img = 0.5
-    config.momentum_lr = 0.5
-    config.dsa_strategy = dc.DSA_STRATEGY
-    config.remat = True               # jax.checkpoint each unrolled step
     nearest = min(zca, key=lambda i: (abs(i - ipc), i))
     config.data.zca = zca[nearest]
     config.eval = common.evaluation(dataset, augment="dsa", epochs=1000)
     config.checkpoint_every = 100
     config.log_every = 10
-    return config
+    return common.apply_options(config, options)

@@ -1,4 +1,5 @@
-"""Turn the shared ConfigDict fields (DESIGN.md CLI contract) into library objects."""
+"""Turn the shared ConfigDict fields (``model.*``, ``data.*``, ``eval.*``) into library
+objects: the one place where a config becomes a model, a dataset or a protocol."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ from typing import Any
 
 import flax.linen as nn
 
+from gold import augment as gaug
 from gold import data as gdata
 from gold import models as gmodels
 from gold.evaluate import EvalProtocol
+
+# 28x28 grayscale datasets: the DC reference's MNIST evaluation augmentation.
+MNIST_LIKE: tuple[str, ...] = ("mnist", "fashion_mnist")
+# Datasets whose classes a horizontal flip changes (digits): DSA without flip.
+NO_FLIP: tuple[str, ...] = ("mnist", "digits", "svhn")
 
 # ConvNet-family knobs that the shared `model.*` fields may set.
 _CONVNET_FIELDS = ("width", "depth", "norm", "pooling")
@@ -23,20 +30,54 @@ def model_overrides(model_cfg: Any) -> dict:
 
 
 def build_model(model_cfg: Any, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """The network named by ``config.model`` for the given data shape."""
-    return gmodels.get_model(model_cfg.name, num_classes, input_shape, **model_overrides(model_cfg))
+    """The network named by ``config.model`` for the given data shape.
+
+    ``model.conv_impl`` (``auto`` | ``shifted`` | ``xla``; ConvNet family only) picks the
+    convolution's weight-gradient implementation when present.
+    """
+    overrides = model_overrides(model_cfg)
+    impl = model_cfg.get("conv_impl", "") if hasattr(model_cfg, "get") else ""
+    if impl and str(model_cfg.name).startswith("convnet"):
+        overrides["conv_impl"] = impl
+    return gmodels.get_model(model_cfg.name, num_classes, input_shape, **overrides)
 
 
 def load_data(data_cfg: Any) -> gdata.Dataset:
-    """Load ``config.data`` (name, dir, zca) as a normalised :class:`gold.data.Dataset`."""
+    """Load ``config.data`` (name, dir, zca) as a normalised :class:`gold.data.Dataset`.
+
+    Optional ``train_per_class`` / ``test_per_class`` > 0 keep the first n samples per
+    class (tiny CPU runs, ``runlocal``).
+    """
+    train_pc = int(data_cfg.get("train_per_class", 0) or 0)
+    test_pc = int(data_cfg.get("test_per_class", 0) or 0)
+    caps = {}
+    if train_pc or test_pc:
+        caps = dict(train_per_class=train_pc or None, test_per_class=test_pc or None,
+                    strict_counts=False)
     return gdata.load_dataset(
-        data_cfg.name, data_cfg.get("dir") or None, zca=bool(data_cfg.get("zca", False))
+        data_cfg.name, data_cfg.get("dir") or None, zca=bool(data_cfg.get("zca", False)), **caps
     )
 
 
+def eval_augment(augment: str, dsa_strategy: str, dataset: str) -> tuple[str, str]:
+    """(augment, dsa_strategy) of an evaluation, as the DC/DSA reference decides it.
+
+    ``augment='dsa'`` with a strategy that has no op group (``'none'``) is the
+    reference's ``args.dsa = False``: it falls back to the dataset's default
+    augmentation (crop/scale/rotate for MNIST-like data, none otherwise).
+    """
+    if augment == "dsa" and not gaug.parse_strategy(dsa_strategy):
+        return ("dc_mnist" if gdata.get_info(dataset).name in MNIST_LIKE else "none"), dsa_strategy
+    return augment, dsa_strategy
+
+
 def eval_protocol(config: Any) -> EvalProtocol:
-    """The evaluation protocol of ``config.eval``; its model defaults to ``config.model``."""
+    """The evaluation protocol of ``config.eval``; its model defaults to ``config.model``
+    and its DSA strategy to the run's ``config.dsa_strategy`` (the reference evaluates
+    with the run's strategy)."""
     ev = config.eval
+    strategy = str(ev.get("dsa_strategy", "") or config.get("dsa_strategy", "") or gaug.DEFAULT_STRATEGY)
+    augment, strategy = eval_augment(str(ev.augment), strategy, config.data.name)
     model_cfg = config.model.copy_and_resolve_references()
     if ev.get("model"):
         model_cfg.name = ev.model
@@ -49,6 +90,17 @@ def eval_protocol(config: Any) -> EvalProtocol:
         lr=ev.lr,
         momentum=ev.get("momentum", 0.9),
         weight_decay=ev.get("weight_decay", 5e-4),
-        augment=ev.augment,
+        augment=augment,
+        dsa_strategy=strategy,
         test_batch_size=ev.get("test_batch_size", 1000),
     )
+
+
+def dsa_strategy(dataset: str) -> str:
+    """The DSA strategy of ``dataset``: the reference's
+    ``color_crop_cutout_flip_scale_rotate``, without ``flip`` for digit datasets (a
+    flipped 2 or 7 is another digit; the DC/DSA reference and the paper's supplementary
+    use no flip for MNIST and SVHN)."""
+    if gdata.get_info(dataset).name in NO_FLIP:
+        return "color_crop_cutout_scale_rotate"
+    return "color_crop_cutout_flip_scale_rotate"

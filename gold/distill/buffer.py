@@ -48,6 +48,7 @@ import numpy as np
 from gold import augment as gaug
 from gold import config_utils
 from gold import nn as gnn
+from gold import rng
 from gold import selection as gsel
 from gold import workdir as gwork
 from gold.distill.unroll import flatten_params
@@ -56,8 +57,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SELECTION_FILE = "selection.npz"
 DTYPES = ("float32", "bfloat16")
-EXPERT_KEY_TAG = 7  # experts use fold_in(fold_in(PRNGKey(seed), 7), i)
-SELECTION_KEY_TAG = 1  # the selection uses fold_in(PRNGKey(seed), 1), as gold.distill.loop
 _FINGERPRINT_SEED = 20240917
 
 
@@ -168,8 +167,8 @@ def use_vmap(mode: str) -> bool:
 
 
 def expert_keys(seed: int, start: int, stop: int) -> jax.Array:
-    """Keys of experts ``start .. stop-1``: ``fold_in(fold_in(PRNGKey(seed), 7), i)``."""
-    base = jax.random.fold_in(jax.random.key(int(seed)), EXPERT_KEY_TAG)
+    """Keys of experts ``start .. stop-1``: ``fold_in(experts stream of seed, i)``."""
+    base = rng.seed_stream(seed, "experts")
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, stop, dtype=jnp.uint32))
 
 
@@ -426,10 +425,9 @@ def _selection_record(config: Any, ds: Any, kept: np.ndarray) -> dict:
 
 
 def select_kept(config: Any, ds: Any, workdir: Optional[str]) -> np.ndarray:
-    """The kept training indices: ``select_from_config(config.selection, ds,
-    fold_in(PRNGKey(seed), 1), min_per_class=config.min_per_class)``, the same key as
-    the distillation loop (``gold.distill.loop.select_real``)."""
-    key = jax.random.fold_in(jax.random.key(int(config.seed)), SELECTION_KEY_TAG)
+    """The kept training indices: ``select_from_config`` with the ``selection`` stream of
+    ``seed``, the same key as the distillation loop (``gold.distill.loop.select_real``)."""
+    key = rng.seed_stream(config.seed, "selection")
     return gsel.select_from_config(config.selection, ds, key,
                                    min_per_class=int(config.get("min_per_class", 1)), workdir=workdir)
 

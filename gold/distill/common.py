@@ -5,18 +5,19 @@
   inside ``jit`` (``gold.data.ClassIndex``) and the per-class real batch after the
   paper's halving rule (``gold.data.class_batch_size``).
 * :func:`real_class_batch`: one class's real batch + validity weights.
-* Parameterisations ``params -> (images, labels)`` (:class:`Pixels`; IDC's grid crops,
-  LinBa's bases and HaBa's hallucinators implement the same three methods). Images
-  are class-major: the ``m = per_class`` images of class c are rows
-  ``[c*m, (c+1)*m)``.
-* :class:`DistillState` (what the loop checkpoints), :class:`Algorithm` (the contract
-  between an algorithm module and ``loop.py``), :class:`Synthetic`.
+* The parameterisation ``params -> (images, labels, lr)``: :class:`SyntheticSpec`
+  around an image parameterisation (:class:`Pixels`; grid crops, bases and
+  hallucinators implement the same two methods). Learned labels and a learned lr are
+  ordinary entries of ``params`` with their own optimiser. Images are class-major:
+  the ``m = per_class`` images of class c are rows ``[c*m, (c+1)*m)``.
+* :class:`DistillState` (what the loop checkpoints), :class:`Algorithm` (what an
+  algorithm module's ``make`` returns), :class:`Synthetic`.
 * :func:`per_class_value_and_grad`: loop over classes inside ``jit`` (``lax.map`` or an
   unrolled Python loop; never ``vmap``, which lowers per-class network gradients to
   grouped convolutions: 3x slower and 8 GB on CPU) returning each class's loss and the
   gradient w.r.t. that class's synthetic images.
 * :func:`train_network`: ``epochs`` passes of SGD on a (synthetic) set, e.g. DC's inner
-  loop; the "net pool" of IDC / IDM / FRePo trains its networks with it too.
+  loop.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ import numpy as np
 import optax
 from flax import struct
 
-from gold import config_utils
 from gold import data as gdata
-from gold import models as gmodels
 from gold import nn as gnn
+from gold.distill.settings import check_choice, setting
 
 PyTree = Any
 
@@ -72,14 +72,6 @@ class RealData:
     def class_counts(self) -> np.ndarray:
         """int ``[K]`` samples per class (host copy)."""
         return np.asarray(self.index.counts)
-
-
-def config_ipc(config: Any) -> int:
-    """``config.ipc`` as an int; ValueError unless >= 1 (shared by every algorithm)."""
-    ipc = int(config.ipc)
-    if ipc < 1:
-        raise ValueError(f"ipc must be >= 1, got {ipc}")
-    return ipc
 
 
 def make_real_data(x: np.ndarray, y: np.ndarray, num_classes: int, batch_real: int) -> RealData:
@@ -132,19 +124,39 @@ def real_all_classes(real: RealData, key: jax.Array, n: int) -> tuple[jax.Array,
     return xs.reshape(-1, *xs.shape[2:]), ms.reshape(-1)
 
 
-def build_model(model_cfg: Any, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """``gold.config_utils.build_model`` plus the optional ``model.conv_impl`` field
-    (``auto`` | ``shifted`` | ``xla``; ConvNet family only)."""
-    impl = model_cfg.get("conv_impl", "") if hasattr(model_cfg, "get") else ""
-    if not impl or not str(model_cfg.name).startswith("convnet"):
-        return config_utils.build_model(model_cfg, num_classes, input_shape)
-    return gmodels.get_model(model_cfg.name, num_classes, input_shape, conv_impl=impl,
-                             **config_utils.model_overrides(model_cfg))
+def has_batchnorm(model: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """True when ``model`` carries BatchNorm statistics (shape-only probe, no compute)."""
+    probe = jax.eval_shape(lambda: gnn.init_variables(model, jax.random.key(0), input_shape))
+    return "batch_stats" in probe
 
 
 # ------------------------------------------------------------------ parameterisation
-class Parameterization(Protocol):
-    """``params -> (images, labels)``: how a synthetic set is stored and learned."""
+INIT_MODES: tuple[str, ...] = ("real", "noise")
+
+
+def check_real_init(real: RealData, per_class: int) -> None:
+    """ValueError when a class keeps fewer than ``per_class`` real images (real init
+    draws distinct images). Called once on the host when an algorithm is built, so
+    that ``init`` itself stays traceable."""
+    counts = real.class_counts()
+    small = [(c, int(n)) for c, n in enumerate(counts) if n < per_class]
+    if small:
+        raise ValueError(
+            f"real init needs {per_class} distinct images per class but class(es) "
+            f"{[c for c, _ in small]} keep only {[n for _, n in small]} after selection; "
+            f"lower ipc, raise selection.ratio, or use init='noise'")
+
+
+def init_real_images(key: jax.Array, real: RealData, per_class: int) -> jax.Array:
+    """``per_class`` distinct random real images of every class, class-major ``[K*m, ...]``
+    (traceable; class sizes are checked by :func:`check_real_init`)."""
+    x, _ = real_all_classes(real, key, per_class)
+    return x
+
+
+class ImageParameterization(Protocol):
+    """How the synthetic images are stored: ``params -> images`` (pixels now; grid
+    crops, bases x addressing matrices, hallucinators plug in here)."""
 
     per_class: int  # decoded images per class (class-major layout)
 
@@ -154,33 +166,10 @@ class Parameterization(Protocol):
     def decode(self, params: PyTree) -> jax.Array:
         """Decoded images ``[K * per_class, H, W, C]`` (differentiable)."""
 
-    def labels(self) -> jax.Array:
-        """int32 ``[K * per_class]`` labels of the decoded images."""
-
-
-INIT_MODES: tuple[str, ...] = ("real", "noise")
-
-
-def init_real_images(key: jax.Array, real: RealData, per_class: int) -> jax.Array:
-    """``per_class`` distinct random real images of every class, class-major ``[K*m, ...]``.
-
-    Raises:
-      ValueError: (outside ``jit``) when a class has fewer than ``per_class`` samples.
-    """
-    counts = real.class_counts()
-    small = [(c, int(n)) for c, n in enumerate(counts) if n < per_class]
-    if small:
-        raise ValueError(
-            f"real init needs ipc={per_class} distinct images per class but class(es) "
-            f"{[c for c, _ in small]} keep only {[n for _, n in small]} after selection; "
-            f"lower ipc, raise selection.ratio, or use init='noise'")
-    x, _ = real_all_classes(real, key, per_class)
-    return x
-
 
 @dataclasses.dataclass(frozen=True)
 class Pixels:
-    """Plain learnable pixels: ``params = {'x': [K*ipc, H, W, C]}`` (DC, DSA, DM, MTT).
+    """Plain learnable pixels: ``params = {'x': [K*ipc, H, W, C]}``.
 
     Noise init is N(0, 1) in normalised units (the references' ``torch.randn``).
     """
@@ -206,9 +195,84 @@ class Pixels:
         """The pixels themselves."""
         return params["x"]
 
-    def labels(self) -> jax.Array:
-        """``[0]*ipc + [1]*ipc + ...``."""
-        return jnp.repeat(jnp.arange(self.num_classes, dtype=jnp.int32), self.ipc)
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSpec:
+    """The whole learnable synthetic set: ``params -> (images, labels, lr)``.
+
+    ``params`` is a dict with ``'images'`` (the image parameterisation's pytree) and,
+    when learned, ``'labels'`` (float32 ``[M, K]`` label vectors, initialised one-hot
+    times ``label_scale``) and ``'lr'`` (float32 scalar, the evaluation / student
+    learning rate, initialised at ``lr_init``). Labels that are not learned are the hard
+    labels ``[0]*m + [1]*m + ...``; an lr that is not learned is None (the protocol's).
+    Each top-level entry gets its own optimiser (:meth:`optimizer`).
+
+    Attributes:
+      images: the image parameterisation (:class:`Pixels`, ...).
+      num_classes: K.
+      learn_labels: learn soft labels.
+      label_scale: value of the true class in the initial label vectors.
+      lr_init: initial learned lr; None = the lr is not learned.
+    """
+
+    images: ImageParameterization
+    num_classes: int
+    learn_labels: bool = False
+    label_scale: float = 1.0
+    lr_init: Optional[float] = None
+
+    @property
+    def per_class(self) -> int:
+        """Decoded images per class."""
+        return self.images.per_class
+
+    def hard_labels(self) -> jax.Array:
+        """int32 ``[K * per_class]`` class of every decoded image."""
+        return jnp.repeat(jnp.arange(self.num_classes, dtype=jnp.int32), self.per_class)
+
+    def init(self, key: jax.Array, real: RealData, mode: str) -> PyTree:
+        """Initial parameters (images from ``mode``; one-hot labels; ``lr_init``)."""
+        params = {"images": self.images.init(key, real, mode)}
+        if self.learn_labels:
+            params["labels"] = self.label_scale * jax.nn.one_hot(self.hard_labels(), self.num_classes)
+        if self.lr_init is not None:
+            params["lr"] = jnp.float32(self.lr_init)
+        return params
+
+    def images_of(self, params: PyTree) -> jax.Array:
+        """Decoded images ``[M, H, W, C]``."""
+        return self.images.decode(params["images"])
+
+    def labels_of(self, params: PyTree) -> jax.Array:
+        """Learned float32 ``[M, K]`` labels, or the int32 ``[M]`` hard labels."""
+        return params["labels"] if self.learn_labels else self.hard_labels()
+
+    def lr_of(self, params: PyTree) -> Optional[jax.Array]:
+        """The learned lr (float32 scalar) or None."""
+        return params["lr"] if self.lr_init is not None else None
+
+    def decode(self, params: PyTree) -> "Synthetic":
+        """``Synthetic(images, labels, lr)``."""
+        return Synthetic(self.images_of(params), self.labels_of(params), self.lr_of(params))
+
+    def optimizer(self, images: optax.GradientTransformation,
+                  labels: Optional[optax.GradientTransformation] = None,
+                  lr: Optional[optax.GradientTransformation] = None) -> optax.GradientTransformation:
+        """Per-entry optimisers (``optax.multi_transform``) over :meth:`init`'s params.
+
+        Raises:
+          ValueError: a learned entry without its optimiser.
+        """
+        transforms = {"images": images}
+        if self.learn_labels:
+            if labels is None:
+                raise ValueError("learned labels need an optimiser (set lr_labels > 0)")
+            transforms["labels"] = labels
+        if self.lr_init is not None:
+            if lr is None:
+                raise ValueError("a learned lr needs an optimiser")
+            transforms["lr"] = lr
+        return optax.multi_transform(transforms, lambda params: {k: k for k in params})
 
 
 # --------------------------------------------------------------------- state & types
@@ -217,11 +281,12 @@ class DistillState:
     """Everything a distillation run carries from step to step (checkpointed).
 
     Attributes:
-      params: learnable synthetic parameters (``Parameterization`` pytree).
-      opt_state: optimiser state of ``params``.
+      params: learnable synthetic parameters (:meth:`SyntheticSpec.init`'s dict:
+        images, and learned labels / lr when the algorithm learns them).
+      opt_state: optimiser state of ``params`` (per-entry, ``optax.multi_transform``).
       iteration: int32 scalar, number of completed steps.
-      extra: algorithm-specific carried state (e.g. a network pool, a learned lr);
-        an empty dict for DC / DSA / DM.
+      extra: algorithm-specific carried state that is not learned by gradient (e.g. a
+        network pool); an empty dict for DC / DSA / DM / MTT.
     """
 
     params: PyTree
@@ -247,13 +312,15 @@ class Synthetic(NamedTuple):
 
 
 class Algorithm(NamedTuple):
-    """What an algorithm module's ``make(config, real)`` returns to the loop.
+    """What an algorithm's ``make(settings, config, real)`` returns to the loop.
 
     Attributes:
       name: algorithm name as in the literature (``dc``, ``dsa``, ``dm``, ...).
-      init: ``(key, real) -> DistillState``.
-      step: ``(state, key, real) -> (state, metrics)``; pure, jitted by the loop; one
-        call = one reference iteration; ``metrics['loss']`` is a float32 scalar.
+      init: ``(key, real) -> DistillState``; traceable (``vmap``-able over keys).
+      step: ``(state, key, real) -> (state, metrics)``; pure; one call = one reference
+        iteration; leaves ``state.iteration`` alone (``gold.distill.engine.advance``
+        counts, and the step may read it as the index of the current iteration);
+        ``metrics['loss']`` and every other metric is a float32 scalar.
       synthetic: ``state -> Synthetic``.
       settings: JSON-friendly dict of the resolved hyper-parameters (logged / saved).
     """
@@ -265,16 +332,54 @@ class Algorithm(NamedTuple):
     settings: dict
 
 
-def image_optimizer(lr: float, momentum: float) -> optax.GradientTransformation:
-    """SGD on synthetic images, PyTorch semantics, no weight decay."""
+@dataclasses.dataclass(frozen=True)
+class BaseSettings:
+    """Settings every algorithm has (subclassed by each algorithm's settings)."""
+
+    ipc: int = setting(1, "synthetic images per class")
+    iterations: int = setting(1000, "distillation iterations (0 = evaluate the initial set)")
+    init: str = setting("noise", "initial synthetic images: real (random kept images) | noise")
+
+    def validate(self) -> None:
+        """ValueError on a bad value (called by ``settings.from_config``)."""
+        if self.ipc < 1:
+            raise ValueError(f"ipc must be >= 1, got {self.ipc}")
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        check_choice("init", self.init, INIT_MODES)
+
+    def real_images_per_class(self) -> int:
+        """Distinct real images per class that real init draws (``ipc`` for pixels)."""
+        return self.ipc
+
+
+def sgd(lr: float, momentum: float) -> optax.GradientTransformation:
+    """SGD on synthetic parameters, PyTorch semantics, no weight decay."""
     return gnn.sgd(lr, momentum, 0.0)
 
 
-def apply_image_update(tx: optax.GradientTransformation, params: PyTree, opt_state: PyTree,
-                       grads: PyTree) -> tuple[PyTree, PyTree]:
+def apply_update(tx: optax.GradientTransformation, params: PyTree, opt_state: PyTree,
+                 grads: PyTree) -> tuple[PyTree, PyTree]:
     """One optimiser step on the synthetic parameters."""
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
+
+
+def image_gradient_step(tx: optax.GradientTransformation, spec: SyntheticSpec,
+                        state: DistillState, image_grad: Callable[[jax.Array], tuple[jax.Array, Any]],
+                        ) -> tuple[DistillState, Any]:
+    """Update ``state`` from a loss that sees only the decoded images.
+
+    ``image_grad(images [M, H, W, C]) -> (d loss / d images, aux)``; the gradient is
+    pulled back through the image parameterisation (``jax.vjp`` of the decode) and one
+    ``tx`` step is taken. Returns (the state with updated ``params`` / ``opt_state``,
+    ``aux``); the iteration counter is the engine's (``gold.distill.engine``).
+    """
+    images, decode_vjp = jax.vjp(lambda p: spec.images_of(p), state.params)
+    gx, aux = image_grad(images)
+    (grads,) = decode_vjp(gx)
+    params, opt_state = apply_update(tx, state.params, state.opt_state, grads)
+    return state.replace(params=params, opt_state=opt_state), aux
 
 
 # ------------------------------------------------------------------ per-class loops
@@ -353,8 +458,9 @@ def tree_all_finite(tree: PyTree) -> jax.Array:
 
 
 __all__ = [
-    "Algorithm", "build_model", "CLASS_LOOPS", "DistillState", "INIT_MODES", "Parameterization", "Pixels",
-    "RealData", "Synthetic", "apply_image_update", "image_optimizer", "init_real_images",
-    "make_real_data", "per_class_value_and_grad", "real_all_classes", "real_class_batch",
-    "train_network", "tree_all_finite",
+    "Algorithm", "BaseSettings", "CLASS_LOOPS", "DistillState", "INIT_MODES", "ImageParameterization",
+    "Pixels", "RealData", "Synthetic", "SyntheticSpec", "apply_update", "check_real_init",
+    "has_batchnorm", "image_gradient_step", "init_real_images", "make_real_data",
+    "per_class_value_and_grad", "real_all_classes", "real_class_batch", "sgd", "train_network",
+    "tree_all_finite",
 ]

@@ -2,8 +2,8 @@
 
 Zhao, Mopuri & Bilen, "Dataset Condensation with Gradient Matching" (ICLR 2021) and
 Zhao & Bilen, "Dataset Condensation with Differentiable Siamese Augmentation" (ICML
-2021); reference VICO-UoE/DatasetCondensation ``main.py``. One :func:`make` serves
-both: ``algorithm='dsa'`` is DC with ``dsa=True``.
+2021); reference VICO-UoE/DatasetCondensation ``main.py``. One builder serves
+both: ``algorithm='dsa'`` is DC with Siamese augmentation.
 
 One ``step`` = one reference iteration:
 
@@ -28,9 +28,12 @@ One ``step`` = one reference iteration:
 Runtime pruning (paper Sec. 5.1, Code 1; supp. 12.6) is a switch of the same step:
 once the outer loop index reaches ``start`` (a fraction of ``outer_loop``, or of
 ``iterations`` with ``start_unit='iteration'``), the real gradient of each class uses
-only ``1 - ratio`` of its batch, drawn without replacement with probability
-``softmax(-loss / tau)``. The per-sample losses come from the one forward pass the
-real gradient needs anyway (``jax.vjp``), so pruning costs no extra forward.
+only ``1 - ratio`` of the valid entries of its batch, drawn without replacement with
+probability ``softmax(-loss / tau)``. The per-sample losses come from the one forward
+pass the real gradient needs anyway (``jax.vjp``), so pruning costs no extra forward.
+A setting under which pruning can never start is an error. With pruning at IPC 1 the
+paper runs 10 outer loops per iteration (supp. 12.6; the default single outer loop
+never trains the network): :data:`PRUNING_LOOPS_BY_IPC`.
 
 The network's per-sample real losses are also the loss indicator the paper reuses,
 and ``metrics['loss']`` is the reference's ``loss_avg`` (matching loss averaged over
@@ -40,6 +43,7 @@ classes and outer loops).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Optional
 
@@ -47,20 +51,25 @@ import jax
 import jax.numpy as jnp
 
 from gold import augment as gaug
+from gold import config_utils
 from gold import nn as gnn
 from gold import selection as gsel
 from gold.distill import common
 from gold.distill import matching
+from gold.distill import registry
+from gold.distill.settings import check_choice, check_positive, group, setting
 
-# Reference get_loops(ipc): (outer_loop, inner_loop).
-DEFAULT_LOOPS: tuple[tuple[int, int, int], ...] = (
+# Reference get_loops(ipc): (ipc, outer_loop, inner_loop).
+LOOPS_BY_IPC: tuple[tuple[int, int, int], ...] = (
     (1, 1, 1), (10, 10, 50), (20, 20, 25), (30, 30, 20), (40, 40, 15), (50, 50, 10))
+# With runtime pruning (paper supp. 12.6): IPC 1 runs 10 outer loops per iteration.
+PRUNING_LOOPS_BY_IPC: tuple[tuple[int, int, int], ...] = ((1, 10, 1),)
 
 START_UNITS: tuple[str, ...] = ("outer_loop", "iteration")
 
 
-def loops_for_ipc(ipc: int, table=DEFAULT_LOOPS) -> tuple[int, int]:
-    """(outer_loop, inner_loop) of the reference ``get_loops`` for ``ipc``.
+def loops_for_ipc(ipc: int, table=LOOPS_BY_IPC) -> tuple[int, int]:
+    """(outer_loop, inner_loop) of ``table`` (rows ``(ipc, outer, inner)``) for ``ipc``.
 
     Raises:
       ValueError: ``ipc`` not in the table (set ``outer_loop`` / ``inner_loop``).
@@ -73,89 +82,89 @@ def loops_for_ipc(ipc: int, table=DEFAULT_LOOPS) -> tuple[int, int]:
 
 
 @dataclasses.dataclass(frozen=True)
-class DCSettings:
-    """Resolved, static hyper-parameters of a DC / DSA run (see ``configs/dc.py``)."""
+class RuntimePruning:
+    """``runtime_pruning.*``: the paper's baseline (Sec. 5.1, Code 1; supp. 12.6)."""
 
-    ipc: int
-    iterations: int
-    outer_loop: int
-    inner_loop: int
-    lr_img: float
-    momentum_img: float
-    lr_net: float
-    momentum_net: float
-    batch_train: int
-    batch_real: int
-    init: str
-    dis_metric: str
-    dsa: bool
-    dsa_strategy: str
-    bn_batch_per_class: int
-    class_loop: str
-    prune: bool
-    prune_keep: float
-    prune_tau: float
-    prune_start_outer: int
-    prune_start_iteration: int
+    enabled: bool = setting(False, "prune every real batch by softmax(-loss/tau) sampling")
+    ratio: float = setting(0.3, "PRUNED fraction of the valid entries of each real batch")
+    tau: float = setting(1.0, "softmax temperature (not given in the paper)")
+    start: float = setting(0.4, "fraction of outer loops (or iterations) before pruning starts")
+    start_unit: str = setting("outer_loop", "what `start` counts: outer_loop | iteration")
+
+    def validate(self) -> None:
+        """ValueError on a bad value."""
+        if self.enabled and not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"runtime_pruning.ratio is the PRUNED fraction of each real batch and "
+                             f"must be in [0, 1), got {self.ratio}")
+        if self.enabled:
+            check_positive(**{"runtime_pruning.tau": self.tau})
+        if not 0.0 <= self.start <= 1.0:
+            raise ValueError(f"runtime_pruning.start is a fraction in [0, 1], got {self.start}")
+        check_choice("runtime_pruning.start_unit", self.start_unit, START_UNITS)
 
 
-def settings_from_config(config: Any, real: common.RealData, *, dsa: bool) -> DCSettings:
-    """Validate ``config`` and resolve defaults (loops by IPC, pruning start)."""
-    ipc = common.config_ipc(config)
-    outer, inner = int(config.get("outer_loop", 0) or 0), int(config.get("inner_loop", 0) or 0)
-    if outer <= 0 or inner <= 0:
-        o, i = loops_for_ipc(ipc, tuple(tuple(r) for r in config.get("loops_by_ipc", DEFAULT_LOOPS)))
-        outer, inner = outer if outer > 0 else o, inner if inner > 0 else i
-    if config.dis_metric not in matching.METRICS:
-        raise ValueError(f"unknown dis_metric {config.dis_metric!r}; valid: {matching.METRICS}")
-    if config.init not in common.INIT_MODES:
-        raise ValueError(f"unknown init {config.init!r}; valid: {common.INIT_MODES}")
-    class_loop = config.get("class_loop", "map")
-    if class_loop not in common.CLASS_LOOPS:
-        raise ValueError(f"unknown class_loop {class_loop!r}; valid: {common.CLASS_LOOPS}")
-    rp = config.runtime_pruning
-    prune = bool(rp.get("enabled", False))
-    ratio = float(rp.ratio)
-    if prune and not 0.0 <= ratio < 1.0:
-        raise ValueError(f"runtime_pruning.ratio is the PRUNED fraction of each real batch and "
-                         f"must be in [0, 1), got {ratio}")
-    if prune and float(rp.tau) <= 0:
-        raise ValueError(f"runtime_pruning.tau must be > 0, got {rp.tau}")
-    start = float(rp.get("start", 0.4))
-    if not 0.0 <= start <= 1.0:
-        raise ValueError(f"runtime_pruning.start is a fraction in [0, 1], got {start}")
-    unit = rp.get("start_unit", "outer_loop")
-    if unit not in START_UNITS:
-        raise ValueError(f"unknown runtime_pruning.start_unit {unit!r}; valid: {START_UNITS}")
-    iterations = int(config.iterations)
-    start_outer = math.ceil(start * outer) if unit == "outer_loop" else 0
-    start_it = math.ceil(start * iterations) if unit == "iteration" else 0
-    return DCSettings(
-        ipc=ipc, iterations=iterations, outer_loop=outer, inner_loop=inner,
-        lr_img=float(config.lr_img), momentum_img=float(config.momentum_img),
-        lr_net=float(config.lr_net), momentum_net=float(config.get("momentum_net", 0.0)),
-        batch_train=int(config.batch_train), batch_real=real.batch, init=str(config.init),
-        dis_metric=str(config.dis_metric), dsa=bool(dsa),
-        dsa_strategy=str(config.get("dsa_strategy", gaug.DEFAULT_STRATEGY)),
-        bn_batch_per_class=int(config.get("bn_batch_per_class", 16)), class_loop=class_loop,
-        prune=prune, prune_keep=1.0 - ratio, prune_tau=float(rp.tau),
-        prune_start_outer=int(start_outer), prune_start_iteration=int(start_it))
+@dataclasses.dataclass(frozen=True)
+class DCSettings(common.BaseSettings):
+    """DC / DSA hyper-parameters (paper supp. 12.3; reference ``main.py``)."""
 
+    lr_img: float = setting(0.1, "SGD learning rate of the synthetic images")
+    momentum_img: float = setting(0.5, "SGD momentum of the synthetic images")
+    lr_net: float = setting(0.01, "SGD learning rate of the network between outer loops")
+    momentum_net: float = setting(0.0, "SGD momentum of the network (reference: none)")
+    batch_train: int = setting(256, "minibatch of synthetic images when training the network")
+    outer_loop: int = setting(0, "image updates per iteration (0 = by ipc, loops_by_ipc)")
+    inner_loop: int = setting(0, "network epochs between image updates (0 = by ipc)")
+    loops_by_ipc: tuple = setting(LOOPS_BY_IPC, "rows (ipc, outer_loop, inner_loop), reference get_loops")
+    dis_metric: str = setting("ours", "gradient distance: ours | mse | cos | l1")
+    dsa_strategy: str = setting(gaug.DEFAULT_STRATEGY, "DSA op groups (used by DSA)")
+    bn_batch_per_class: int = setting(16, "real images per class that set BatchNorm statistics")
+    class_loop: str = setting("map", "loop over classes in jit: map (lax.map) | unroll")
+    runtime_pruning: RuntimePruning = group(RuntimePruning, "runtime pruning of real batches")
 
-def masked_prune_weights(key: jax.Array, losses: jax.Array, mask: jax.Array, keep_ratio: float,
-                         tau: float) -> jax.Array:
-    """Runtime-pruning weights ``[B]`` restricted to the valid entries of a batch.
+    def validate(self) -> None:
+        """ValueError on a bad value, or runtime pruning that could never start."""
+        super().validate()
+        check_choice("dis_metric", self.dis_metric, matching.METRICS)
+        check_choice("class_loop", self.class_loop, common.CLASS_LOOPS)
+        gaug.parse_strategy(self.dsa_strategy)
+        check_positive(lr_img=self.lr_img, batch_train=self.batch_train)
+        rp = self.runtime_pruning
+        if rp.enabled and rp.start_unit == "outer_loop" and self.prune_start_outer >= self.loops[0]:
+            raise ValueError(
+                f"runtime pruning would never start: it starts at outer loop {self.prune_start_outer} "
+                f"(runtime_pruning.start={rp.start}) but an iteration has {self.loops[0]} outer "
+                f"loop(s); set outer_loop (the paper uses 10 at IPC 1) or lower runtime_pruning.start")
+        if rp.enabled and rp.start_unit == "iteration" and self.prune_start_iteration >= max(self.iterations, 1):
+            raise ValueError(f"runtime pruning would never start: start iteration "
+                             f"{self.prune_start_iteration} >= iterations {self.iterations}")
 
-    ``gold.selection.runtime_prune_weights`` draws ``round(keep_ratio * B)`` entries
-    without replacement with ``p = softmax(-loss / tau)``; padding entries (mask 0,
-    repeats filling a class smaller than the batch) get a huge loss, hence probability
-    0, and any weight that still lands on them is removed before renormalising to a
-    mean over the kept valid entries.
-    """
-    big = jnp.float32(1e30)
-    w = gsel.runtime_prune_weights(key, jnp.where(mask > 0, losses, big), keep_ratio, tau)
-    w = w * mask
-    return w / jnp.maximum(jnp.sum(w), 1e-12)
+    @functools.cached_property
+    def loops(self) -> tuple[int, int]:
+        """(outer_loop, inner_loop): explicit values win, zeros come from the tables
+        (:data:`PRUNING_LOOPS_BY_IPC` first when runtime pruning is on)."""
+        outer, inner = self.outer_loop, self.inner_loop
+        if outer > 0 and inner > 0:
+            return outer, inner
+        tables = [tuple(self.loops_by_ipc)]
+        if self.runtime_pruning.enabled:
+            tables.insert(0, PRUNING_LOOPS_BY_IPC)
+        for table in tables:
+            if any(int(r[0]) == self.ipc for r in table):
+                o, i = loops_for_ipc(self.ipc, table)
+                return outer if outer > 0 else o, inner if inner > 0 else i
+        return loops_for_ipc(self.ipc, tables[-1])  # raises, naming the known IPCs
+
+    @property
+    def prune_start_outer(self) -> int:
+        """First outer loop (0-based) that prunes (``start_unit='outer_loop'``)."""
+        rp = self.runtime_pruning
+        return math.ceil(rp.start * self.loops[0]) if rp.start_unit == "outer_loop" else 0
+
+    @property
+    def prune_start_iteration(self) -> int:
+        """First iteration that prunes (``start_unit='iteration'``)."""
+        rp = self.runtime_pruning
+        return math.ceil(rp.start * self.iterations) if rp.start_unit == "iteration" else 0
 
 
 def real_gradient(per_sample_loss, params, mask: jax.Array,
@@ -165,7 +174,7 @@ def real_gradient(per_sample_loss, params, mask: jax.Array,
     ``losses, vjp = jax.vjp(per_sample_loss, params)``; the gradient is
     ``vjp(weights)`` with ``weights = mask / sum(mask)`` (the plain mean over the valid
     entries) or, when pruning is on, the runtime-pruning weights computed from the
-    same (stopped) losses: no second forward pass (paper Code 1).
+    same (stopped) losses over the valid entries: no second forward pass (paper Code 1).
 
     Args:
       per_sample_loss: ``params -> [B]`` losses of the real batch.
@@ -181,27 +190,24 @@ def real_gradient(per_sample_loss, params, mask: jax.Array,
     weights = mask / jnp.maximum(jnp.sum(mask), 1.0)
     if prune is not None:
         key, keep, tau, on = prune
-        weights = jnp.where(on, masked_prune_weights(key, losses, mask, keep, tau), weights)
+        pruned = gsel.runtime_prune_weights(key, losses, keep, tau, mask=mask)
+        weights = jnp.where(on, pruned, weights)
     return jax.lax.stop_gradient(vjp(weights.astype(losses.dtype))[0]), losses
 
 
-def make(config: Any, real: common.RealData) -> common.Algorithm:
-    """Build DC (``config.algorithm == 'dc'``) or DSA (``'dsa'``, or ``config.dsa``)."""
-    name = str(config.get("algorithm", "dc"))
-    dsa = name == "dsa" or bool(config.get("dsa", False))
-    s = settings_from_config(config, real, dsa=dsa)
+def _make(s: DCSettings, config: Any, real: common.RealData, *, dsa: bool) -> common.Algorithm:
+    """DC (``dsa=False``) or DSA on ``real``."""
+    name = "dsa" if dsa else "dc"
+    outer_loop, inner_loop = s.loops
+    rp = s.runtime_pruning
     k = real.num_classes
     shape = real.image_shape
-    model = common.build_model(config.model, k, shape)
-    pixels = common.Pixels(k, s.ipc, shape)
-    tx_img = common.image_optimizer(s.lr_img, s.momentum_img)
+    model = config_utils.build_model(config.model, k, shape)
+    spec = common.SyntheticSpec(common.Pixels(k, s.ipc, shape), k)
+    tx_img = spec.optimizer(common.sgd(s.lr_img, s.momentum_img))
     tx_net = gnn.sgd(s.lr_net, s.momentum_net, 0.0)
-    probe = jax.eval_shape(lambda: gnn.init_variables(model, jax.random.key(0), shape))
-    has_bn = "batch_stats" in probe
+    has_bn = common.has_batchnorm(model, shape)
     hw = shape[:2]
-
-    def siamese_params(key):
-        return gaug.sample_dsa_params(key, 1, hw, s.dsa_strategy)
 
     def train_augment(key, x):
         return gaug.dsa(key, x, s.dsa_strategy, siamese=False)
@@ -214,13 +220,13 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
         """Matching distance of class c; differentiated w.r.t. ``x_c`` by the caller."""
         k_real, k_aug, k_prune = jax.random.split(key, 3)
         xr, mask = common.real_class_batch(real_, k_real, c)
-        if s.dsa:
-            aug = siamese_params(k_aug)
+        if dsa:
+            aug = gaug.sample_dsa_params(k_aug, 1, hw, s.dsa_strategy)
             xr, x_c = gaug.apply_dsa(xr, aug), gaug.apply_dsa(x_c, aug)
         params = variables["params"]
         yr = jnp.full((xr.shape[0],), c, jnp.int32)
         per_sample = lambda p: gnn.per_sample_cross_entropy(forward(variables, p, xr), yr)
-        prune = (k_prune, s.prune_keep, s.prune_tau, prune_on) if s.prune else None
+        prune = (k_prune, 1.0 - rp.ratio, rp.tau, prune_on) if rp.enabled else None
         g_real, _ = real_gradient(per_sample, params, mask, prune)
         ys = jnp.full((x_c.shape[0],), c, jnp.int32)
         g_syn = jax.grad(
@@ -235,54 +241,67 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
         return new
 
     def init(key: jax.Array, real_: common.RealData) -> common.DistillState:
-        params = pixels.init(key, real_, s.init)
-        return common.DistillState.start(params, tx_img)
+        return common.DistillState.start(spec.init(key, real_, s.init), tx_img)
 
     def step(state: common.DistillState, key: jax.Array, real_: common.RealData):
         k_net, k_loop = jax.random.split(key)
         variables = gnn.init_variables(model, k_net, shape)
         net_state = gnn.TrainState(variables, tx_net.init(variables["params"]))
-        y_syn = pixels.labels()
+        y_syn = spec.hard_labels()
         it_on = state.iteration >= s.prune_start_iteration
 
         def outer_body(carry, ol):
-            params, opt_state, net_state = carry
+            st, net_state = carry
             k_bn, k_match, k_train = jax.random.split(jax.random.fold_in(k_loop, ol), 3)
             variables = net_state.variables
             if has_bn:
                 variables = freeze_bn(variables, real_, k_bn)
             prune_on = jnp.logical_and(it_on, ol >= s.prune_start_outer)
-            x_syn, decode_vjp = jax.vjp(pixels.decode, params)
-            x_by_class = x_syn.reshape(k, pixels.per_class, *shape)
-            fn = lambda c, x_c, kk: class_loss(variables, real_, prune_on, c, x_c, kk)
-            losses, gx = common.per_class_value_and_grad(fn, x_by_class, k_match, s.class_loop)
-            (grads,) = decode_vjp(gx.reshape(x_syn.shape))
-            params, opt_state = common.apply_image_update(tx_img, params, opt_state, grads)
+
+            def image_grad(x_syn):
+                fn = lambda c, x_c, kk: class_loss(variables, real_, prune_on, c, x_c, kk)
+                x_by_class = x_syn.reshape(k, spec.per_class, *shape)
+                losses, gx = common.per_class_value_and_grad(fn, x_by_class, k_match, s.class_loop)
+                return gx.reshape(x_syn.shape), jnp.sum(losses)
+
+            st, loss = common.image_gradient_step(tx_img, spec, st, image_grad)
             net_state = net_state._replace(variables=variables)
 
             def train(ns):
-                x_new = pixels.decode(params)
                 return common.train_network(
-                    model, tx_net, ns, x_new, y_syn, k_train, epochs=s.inner_loop,
-                    batch_size=s.batch_train, augment=train_augment if s.dsa else None)
+                    model, tx_net, ns, spec.images_of(st.params), y_syn, k_train, epochs=inner_loop,
+                    batch_size=s.batch_train, augment=train_augment if dsa else None)
 
-            if s.outer_loop > 1:  # (static) the last outer loop never trains the net
-                net_state = jax.lax.cond(ol < s.outer_loop - 1, train, lambda ns: ns, net_state)
-            return (params, opt_state, net_state), jnp.sum(losses)
+            if outer_loop > 1:  # (static) the last outer loop never trains the net
+                net_state = jax.lax.cond(ol < outer_loop - 1, train, lambda ns: ns, net_state)
+            return (st, net_state), loss
 
-        (params, opt_state, _), loss_sum = jax.lax.scan(
-            outer_body, (state.params, state.opt_state, net_state),
-            jnp.arange(s.outer_loop, dtype=jnp.int32))
-        new_state = state.replace(params=params, opt_state=opt_state, iteration=state.iteration + 1)
+        (new_state, _), loss_sum = jax.lax.scan(
+            outer_body, (state, net_state), jnp.arange(outer_loop, dtype=jnp.int32))
         # Reference loss_avg: sum over classes and outer loops / (K * outer_loop).
-        return new_state, {"loss": jnp.sum(loss_sum) / (k * s.outer_loop)}
+        return new_state, {"loss": jnp.sum(loss_sum) / (k * outer_loop)}
 
     def synthetic(state: common.DistillState) -> common.Synthetic:
-        return common.Synthetic(pixels.decode(state.params), pixels.labels(), None)
+        return spec.decode(state.params)
 
-    settings = {**dataclasses.asdict(s), "has_batchnorm": has_bn, "algorithm": "dsa" if dsa else "dc"}
-    return common.Algorithm("dsa" if dsa else "dc", init, step, synthetic, settings)
+    settings = {**dataclasses.asdict(s), "outer_loop": outer_loop, "inner_loop": inner_loop,
+                "prune_start_outer": s.prune_start_outer,
+                "prune_start_iteration": s.prune_start_iteration,
+                "batch_real": real.batch, "has_batchnorm": has_bn, "algorithm": name}
+    return common.Algorithm(name, init, step, synthetic, settings)
 
 
-__all__ = ["DCSettings", "DEFAULT_LOOPS", "START_UNITS", "loops_for_ipc", "make",
-           "masked_prune_weights", "real_gradient", "settings_from_config"]
+@registry.register("dc", DCSettings)
+def make_dc(s: DCSettings, config: Any, real: common.RealData) -> common.Algorithm:
+    """DC: gradient matching without augmentation."""
+    return _make(s, config, real, dsa=False)
+
+
+@registry.register("dsa", DCSettings)
+def make_dsa(s: DCSettings, config: Any, real: common.RealData) -> common.Algorithm:
+    """DSA: DC with Siamese augmentation of the matched batches and of net training."""
+    return _make(s, config, real, dsa=True)
+
+
+__all__ = ["DCSettings", "LOOPS_BY_IPC", "PRUNING_LOOPS_BY_IPC", "RuntimePruning", "START_UNITS",
+           "loops_for_ipc", "make_dc", "make_dsa", "real_gradient"]

@@ -26,50 +26,42 @@ import jax
 import jax.numpy as jnp
 
 from gold import augment as gaug
+from gold import config_utils
 from gold import nn as gnn
 from gold.distill import common
 from gold.distill import matching
+from gold.distill import registry
+from gold.distill.settings import check_choice, check_positive, setting
 
 
 @dataclasses.dataclass(frozen=True)
-class DMSettings:
-    """Resolved, static hyper-parameters of a DM run (see ``configs/dm.py``)."""
+class DMSettings(common.BaseSettings):
+    """DM hyper-parameters (paper supp. 12.3; reference ``main_DM.py``)."""
 
-    ipc: int
-    iterations: int
-    lr_img: float
-    momentum_img: float
-    batch_real: int
-    init: str
-    dsa_strategy: str
-    class_loop: str
+    iterations: int = setting(20000, "distillation iterations (0 = evaluate the initial set)")
+    init: str = setting("real", "initial synthetic images: real (random kept images) | noise")
+    lr_img: float = setting(1.0, "SGD learning rate of the synthetic images")
+    momentum_img: float = setting(0.5, "SGD momentum of the synthetic images")
+    dsa_strategy: str = setting(gaug.DEFAULT_STRATEGY, "Siamese DSA op groups ('none' = off)")
+    class_loop: str = setting("map", "loop over classes in jit: map (lax.map) | unroll")
 
-
-def settings_from_config(config: Any, real: common.RealData) -> DMSettings:
-    """Validate ``config`` and resolve the static settings."""
-    ipc = common.config_ipc(config)
-    if config.init not in common.INIT_MODES:
-        raise ValueError(f"unknown init {config.init!r}; valid: {common.INIT_MODES}")
-    class_loop = config.get("class_loop", "map")
-    if class_loop not in common.CLASS_LOOPS:
-        raise ValueError(f"unknown class_loop {class_loop!r}; valid: {common.CLASS_LOOPS}")
-    strategy = str(config.get("dsa_strategy", gaug.DEFAULT_STRATEGY))
-    gaug.parse_strategy(strategy)  # validates
-    return DMSettings(ipc=ipc, iterations=int(config.iterations), lr_img=float(config.lr_img),
-                      momentum_img=float(config.momentum_img), batch_real=real.batch,
-                      init=str(config.init), dsa_strategy=strategy, class_loop=class_loop)
+    def validate(self) -> None:
+        """ValueError on a bad value."""
+        super().validate()
+        check_choice("class_loop", self.class_loop, common.CLASS_LOOPS)
+        gaug.parse_strategy(self.dsa_strategy)
+        check_positive(lr_img=self.lr_img)
 
 
-def make(config: Any, real: common.RealData) -> common.Algorithm:
-    """Build DM for ``config`` (``configs/dm.py``)."""
-    s = settings_from_config(config, real)
+@registry.register("dm", DMSettings)
+def make(s: DMSettings, config: Any, real: common.RealData) -> common.Algorithm:
+    """DM on ``real`` (``configs/dm.py``)."""
     k = real.num_classes
     shape = real.image_shape
-    model = common.build_model(config.model, k, shape)
-    pixels = common.Pixels(k, s.ipc, shape)
-    tx_img = common.image_optimizer(s.lr_img, s.momentum_img)
-    probe = jax.eval_shape(lambda: gnn.init_variables(model, jax.random.key(0), shape))
-    has_bn = "batch_stats" in probe
+    model = config_utils.build_model(config.model, k, shape)
+    spec = common.SyntheticSpec(common.Pixels(k, s.ipc, shape), k)
+    tx = spec.optimizer(common.sgd(s.lr_img, s.momentum_img))
+    has_bn = common.has_batchnorm(model, shape)
     use_dsa = bool(gaug.parse_strategy(s.dsa_strategy))
     hw = shape[:2]
 
@@ -104,34 +96,35 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
         er = jax.lax.stop_gradient(embed(variables, jnp.concatenate(xr)))
         es = embed(variables, jnp.concatenate(xs))
         return matching.mean_embedding_distance(
-            er.reshape(k, real_.batch, -1), es.reshape(k, pixels.per_class, -1), jnp.stack(masks))
+            er.reshape(k, real_.batch, -1), es.reshape(k, spec.per_class, -1), jnp.stack(masks))
 
     def init(key: jax.Array, real_: common.RealData) -> common.DistillState:
-        params = pixels.init(key, real_, s.init)
-        return common.DistillState.start(params, tx_img)
+        return common.DistillState.start(spec.init(key, real_, s.init), tx)
 
     def step(state: common.DistillState, key: jax.Array, real_: common.RealData):
         k_net, k_match = jax.random.split(key)
         variables = gnn.init_variables(model, k_net, shape)
-        x_syn, decode_vjp = jax.vjp(pixels.decode, state.params)
-        x_by_class = x_syn.reshape(k, pixels.per_class, *shape)
-        if has_bn:
-            loss, gx = jax.value_and_grad(lambda xb: joint_loss(variables, real_, xb, k_match))(x_by_class)
-        else:
-            fn = lambda c, x_c, kk: class_loss(variables, real_, c, x_c, kk)
-            losses, gx = common.per_class_value_and_grad(fn, x_by_class, k_match, s.class_loop)
-            loss = jnp.sum(losses)
-        (grads,) = decode_vjp(gx.reshape(x_syn.shape))
-        params, opt_state = common.apply_image_update(tx_img, state.params, state.opt_state, grads)
-        new_state = state.replace(params=params, opt_state=opt_state, iteration=state.iteration + 1)
+
+        def image_grad(x_syn):
+            x_by_class = x_syn.reshape(k, spec.per_class, *shape)
+            if has_bn:
+                loss, gx = jax.value_and_grad(lambda xb: joint_loss(variables, real_, xb, k_match))(x_by_class)
+            else:
+                fn = lambda c, x_c, kk: class_loss(variables, real_, c, x_c, kk)
+                losses, gx = common.per_class_value_and_grad(fn, x_by_class, k_match, s.class_loop)
+                loss = jnp.sum(losses)
+            return gx.reshape(x_syn.shape), loss
+
+        new_state, loss = common.image_gradient_step(tx, spec, state, image_grad)
         # Reference loss_avg: summed distance / K.
         return new_state, {"loss": loss / k}
 
     def synthetic(state: common.DistillState) -> common.Synthetic:
-        return common.Synthetic(pixels.decode(state.params), pixels.labels(), None)
+        return spec.decode(state.params)
 
-    settings = {**dataclasses.asdict(s), "has_batchnorm": has_bn, "algorithm": "dm"}
+    settings = {**dataclasses.asdict(s), "batch_real": real.batch, "has_batchnorm": has_bn,
+                "algorithm": "dm"}
     return common.Algorithm("dm", init, step, synthetic, settings)
 
 
-__all__ = ["DMSettings", "make", "settings_from_config"]
+__all__ = ["DMSettings", "make"]

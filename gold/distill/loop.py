@@ -3,82 +3,63 @@
 ``run(config, workdir)`` reads top to bottom:
 
 1. **Workdir**: refuse to resume a workdir whose ``config.json`` differs from
-   ``config`` (beyond harmless fields: :data:`HARMLESS_FIELDS`).
+   ``config`` (beyond harmless fields: :data:`HARMLESS_FIELDS`; ``iterations`` may
+   grow: the run continues from its last checkpoint).
 2. **Data and selection**: load ``config.data``, select the real samples the run may
-   see (``gold.selection.select_from_config``; at least ``ipc`` per class with real
-   init), save their ids (``selection.npz``) and build :class:`RealData`.
-3. **Algorithm**: ``gold.distill.get_algorithm(config.algorithm).make(config, real)``.
+   see (``gold.selection.select_from_config`` with the ``selection`` stream; at least
+   ``ipc`` per class with real init), save their ids (``selection.npz``) and build
+   :class:`RealData`.
+3. **Algorithm**: ``gold.distill.registry.build(config, real)``.
 4. **Resume**: restore the newest orbax checkpoint (state, RNG key data, iteration,
    elapsed seconds) when there is one.
-5. **Steps**: ``state, metrics = step(state, fold_in(key, iteration), real)`` under
-   ``jax.jit(donate_argnums=0)``; a non-finite loss or synthetic set stops the run with
-   ``FloatingPointError`` naming the iteration (the last good checkpoint stays);
-   one log line + a ``metrics.csv`` row every ``log_every`` iterations; evaluation
-   every ``eval_every`` iterations; a checkpoint every ``checkpoint_every``.
+5. **Steps** in chunks that end at the next log / evaluation / checkpoint iteration:
+   ``gold.distill.engine.advance`` runs a chunk in one jitted ``while_loop`` and the
+   host looks at its metrics once per chunk (no sync per step). An unhealthy step
+   (non-finite loss or parameters, or synthetic pixels beyond ``max_abs_ratio`` times
+   the largest real pixel) stops the run with ``FloatingPointError`` naming the
+   iteration; the last good checkpoint stays.
 6. **Final evaluation and artifacts**: ``result.json``, ``synthetic.npz`` (self-
    describing, :func:`gold.distill.load_synthetic`), ``synthetic.png``.
 
-Because every step's randomness is ``fold_in(key, iteration)`` and the state is
-checkpointed completely, a run killed at any point and restarted produces the same
-synthetic set as an uninterrupted run (bit-exact on CPU).
+Randomness comes from named streams of ``gold.rng`` and step ``i`` uses
+``step_key(steps, i)``; the state is checkpointed completely, so a run killed at any
+point and restarted produces the same synthetic set as an uninterrupted run
+(bit-exact on CPU).
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
+import functools
 import json
 import os
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gold import config_utils
 from gold import data as gdata
+from gold import rng
 from gold import selection as gsel
 from gold import workdir as gwork
 from gold.checkpoint import Checkpointer
 from gold.distill import artifacts
 from gold.distill import common
+from gold.distill import engine
+from gold.distill import registry
 from gold.evaluate import evaluate_synthetic
 
-# Algorithm name -> module implementing ``make(config, real) -> Algorithm``.
-ALGORITHMS: dict[str, str] = {
-    "dc": "gold.distill.dc",
-    "dsa": "gold.distill.dc",  # DC with Siamese augmentation (a switch, not a copy)
-    "dm": "gold.distill.dm",
-    "mtt": "gold.distill.mtt",
-}
-# Planned (DESIGN.md naming); listed so the error says they are known but not built yet.
-PLANNED: tuple[str, ...] = ("kip", "frepo", "rfad", "idc", "cafe", "idm", "linba", "haba")
-
 # Config fields that may change between a run and its resumption (they do not change
-# the synthetic set): where the data is read from, logging / checkpoint cadence and the
-# evaluation settings.
+# the synthetic set): where the data is read from, logging / checkpoint cadence, the
+# evaluation settings, and the number of iterations (a longer run continues).
 HARMLESS_FIELDS: tuple[str, ...] = (
-    "data.dir", "eval_every", "checkpoint_every", "log_every", "eval", "workdir")
+    "data.dir", "eval_every", "checkpoint_every", "log_every", "eval", "workdir", "iterations")
 
 CHECKPOINT_DIR = "checkpoints"
 EVAL_COLUMNS = ("eval_accuracy_mean", "eval_accuracy_std")
-
-
-# ------------------------------------------------------------------- registry
-def get_algorithm(name: str):
-    """The module implementing algorithm ``name`` (``make(config, real)``).
-
-    Raises:
-      ValueError: unknown name (lists the valid ones) or a planned, not yet built one.
-    """
-    key = str(name).lower()
-    if key not in ALGORITHMS:
-        if key in PLANNED:
-            raise ValueError(f"algorithm {name!r} is planned but not implemented yet; "
-                             f"available: {', '.join(sorted(ALGORITHMS))}")
-        raise ValueError(f"unknown algorithm {name!r}; valid: {', '.join(sorted(ALGORITHMS))}")
-    return importlib.import_module(ALGORITHMS[key])
+DEFAULT_MAX_ABS_RATIO = 1000.0
 
 
 # -------------------------------------------------------------------- config check
@@ -134,11 +115,14 @@ def load_data(data_cfg: Any) -> gdata.Dataset:
         train_per_class=train_pc or None, test_per_class=test_pc or None, strict_counts=False)
 
 
-def select_real(config: Any, ds: gdata.Dataset, key: jax.Array, workdir: str) -> np.ndarray:
-    """Indices (into ``ds``) of the real samples the run may use; at least ``ipc`` per
-    class with real init (DESIGN.md)."""
-    min_per_class = int(config.ipc) if config.get("init", "noise") == "real" else 1
-    return gsel.select_from_config(config.selection, ds, jax.random.fold_in(key, 1),
+def select_real(config: Any, ds: gdata.Dataset, root: jax.Array, workdir: str) -> np.ndarray:
+    """Indices (into ``ds``) of the real samples the run may use, from the run's
+    ``selection`` stream; at least the synthetic set's real images per class with
+    real init."""
+    min_per_class = 1
+    if config.get("init", "noise") == "real":
+        min_per_class = registry.read_settings(config).real_images_per_class()
+    return gsel.select_from_config(config.selection, ds, rng.stream(root, "selection"),
                                    min_per_class=min_per_class, workdir=workdir)
 
 
@@ -157,6 +141,13 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 
 
 # ---------------------------------------------------------------------- run
+def chunk_end(done: int, iterations: int, *cadences: int) -> int:
+    """The next iteration after ``done`` at which the loop must look (a multiple of a
+    non-zero cadence, or ``iterations``)."""
+    ends = [iterations] + [(done // c + 1) * c for c in cadences if c > 0]
+    return min(e for e in ends if e > done)
+
+
 def run(config: Any, workdir: str) -> dict:
     """Distil ``config.data`` with ``config.algorithm``; write the artifacts; return
     ``result.json``'s content.
@@ -169,22 +160,20 @@ def run(config: Any, workdir: str) -> dict:
     Raises:
       ValueError: bad config (unknown algorithm, ratio out of range, IPC larger than a
         kept class with real init, a utility file of another dataset, a workdir holding
-        a different config).
-      FloatingPointError: a non-finite loss or synthetic image (names the iteration).
+        a different config, fewer iterations than the checkpoint holds).
+      FloatingPointError: a non-finite or exploding step (names the iteration).
     """
     start = time.time()
-    algo_mod = get_algorithm(config.algorithm)  # fail fast on a bad name
+    registry.read_settings(config)  # fail fast on a bad name or setting
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     check_resumable(workdir, config)
     iterations = int(config.iterations)
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0, got {iterations}")
 
     # --- data and selection ------------------------------------------------------
-    key = jax.random.key(int(config.seed))
+    root = rng.root(int(config.seed))
     ds = load_data(config.data)
-    kept = select_real(config, ds, key, workdir)
+    kept = select_real(config, ds, root, workdir)
     sel_path = os.path.join(workdir, "selection.npz")
     if os.path.exists(sel_path):
         with np.load(sel_path) as f:
@@ -202,12 +191,12 @@ def run(config: Any, workdir: str) -> dict:
     protocol = config_utils.eval_protocol(config)
 
     # --- algorithm ----------------------------------------------------------------
-    algo = algo_mod.make(config, real)
+    algo = registry.build(config, real)
     print(f"{algo.name} on {ds.name}: ipc={config.ipc} num_real={real.num_real} "
           f"real batch/class={real.batch} iterations={iterations} settings={algo.settings}",
           flush=True)
-    k_init, k_steps, k_eval = (jax.random.fold_in(key, i) for i in (2, 3, 4))
-    state = algo.init(k_init, real)
+    k_steps, k_eval = rng.stream(root, "steps"), rng.stream(root, "eval")
+    state = algo.init(rng.stream(root, "init"), real)
 
     # --- resume -------------------------------------------------------------------
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
@@ -215,12 +204,15 @@ def run(config: Any, workdir: str) -> dict:
     it0, elapsed0 = 0, 0.0
     latest = ckpt.latest_step()
     if latest is not None:
+        if latest > iterations:
+            raise ValueError(f"the checkpoint in {workdir} is at iteration {latest}, beyond "
+                             f"iterations={iterations}; raise iterations or use a new workdir")
         like = {"state": state, "key": key_data, "iteration": np.int64(0), "elapsed": np.float64(0)}
         restored = ckpt.restore(latest, like)
         if not np.array_equal(np.asarray(restored["key"]), key_data):
             raise ValueError(f"checkpoint in {workdir} was written with another RNG key; "
                              f"use a new workdir")
-        state = jax.tree.map(jnp.asarray, restored["state"])
+        state = jax.tree.map(jax.numpy.asarray, restored["state"])
         it0, elapsed0 = int(restored["iteration"]), float(restored["elapsed"])
         print(f"resumed from checkpoint at iteration {it0}", flush=True)
     metrics_path = os.path.join(workdir, "metrics.csv")
@@ -245,35 +237,43 @@ def run(config: Any, workdir: str) -> dict:
         return evaluate_synthetic(k_eval, syn.x, syn.y, x_test, y_test, ds.num_classes, protocol, lr=lr)
 
     # --- steps --------------------------------------------------------------------
-    def checked_step(st, k, real_):
-        st, m = algo.step(st, k, real_)
-        m = dict(m)
-        m["finite"] = jnp.logical_and(jnp.all(jnp.isfinite(m["loss"])), common.tree_all_finite(st.params))
-        return st, m
-
-    step_fn = jax.jit(checked_step, donate_argnums=0)
+    max_abs = float(config.get("max_abs_ratio", DEFAULT_MAX_ABS_RATIO)) * float(np.max(np.abs(real.x)))
+    advance = jax.jit(functools.partial(engine.advance, algo, max_abs=max_abs), donate_argnums=0)
     log_every = max(1, int(config.get("log_every", 10)))
     eval_every = int(config.get("eval_every", 0) or 0)
     ckpt_every = int(config.get("checkpoint_every", 0) or 0)
     distill_start, eval_seconds = time.time(), 0.0
-    running: dict[str, list[float]] = {}
     last_loss = float("nan")
-    for it in range(it0, iterations):
-        state, m = step_fn(state, jax.random.fold_in(k_steps, it), real)
-        if not bool(m.pop("finite")):
+    pending: dict[str, float] = {}
+    pending_steps = 0
+    done = it0
+    while done < iterations:
+        stop = chunk_end(done, iterations, log_every, eval_every, ckpt_every)
+        state, progress = advance(state, k_steps, real, np.int32(stop))
+        progress = jax.device_get(progress)
+        if not bool(progress.healthy):
+            bad = done + int(progress.steps)
+            good = ckpt.latest_step()
+            kept_msg = (f"the last good checkpoint (iteration {good}) is kept in "
+                        f"{os.path.join(workdir, CHECKPOINT_DIR)}" if good is not None
+                        else "no checkpoint was written yet")
             raise FloatingPointError(
-                f"non-finite loss or synthetic data at iteration {it + 1} of {algo.name}; "
-                f"stopped. The last good checkpoint (iteration {ckpt.latest_step()}) is kept in "
-                f"{os.path.join(workdir, CHECKPOINT_DIR)}; lower lr_img or check the data")
-        for name, value in m.items():
-            running.setdefault(name, []).append(float(value))
-        last_loss = float(m["loss"])
-        done = it + 1
+                f"{algo.name} became unstable at iteration {bad} (iterations {done + 1}..{bad} of "
+                f"this chunk ran): non-finite loss or parameters, or synthetic pixels beyond "
+                f"{max_abs:.3g} in absolute value (max_abs_ratio x the largest real pixel; "
+                f"now {float(progress.max_abs):.3g}); stopped, {kept_msg}. Lower the learning "
+                f"rates (e.g. lr_img) or check the data")
+        steps = int(progress.steps)
+        for n, v in progress.metrics.items():  # step-weighted means between log lines
+            pending[n] = pending.get(n, 0.0) + float(v) * steps
+        pending_steps += steps
+        done = stop
+        last_loss = float(progress.metrics["loss"])
         if done % log_every == 0 or done == iterations:
-            row = {n: float(np.mean(v)) for n, v in running.items()}
+            row = {n: v / pending_steps for n, v in pending.items()}
             row["seconds_per_iteration"] = (time.time() - distill_start - eval_seconds) / (done - it0)
             log(done, tuple(row), **row)
-            running = {}
+            pending, pending_steps = {}, 0
         if eval_every and done % eval_every == 0 and done < iterations:
             res = evaluate(state)
             eval_seconds += res.seconds
@@ -321,5 +321,5 @@ def run(config: Any, workdir: str) -> dict:
     return result
 
 
-__all__ = ["ALGORITHMS", "HARMLESS_FIELDS", "PLANNED", "check_resumable", "config_differences",
-           "get_algorithm", "load_data", "run", "select_real"]
+__all__ = ["HARMLESS_FIELDS", "check_resumable", "chunk_end", "config_differences", "load_data",
+           "run", "select_real"]

@@ -3,7 +3,9 @@
 Reference GeorgeCazenavette/mtt-distillation ``distill.py``. One ``step`` = one
 reference iteration:
 
-1. draw an expert ``e`` uniformly from the buffer and a start epoch
+1. the next expert ``e`` of a shuffled cycle through the buffer (the ref shuffles its
+   experts and walks through them, reshuffling after each pass;
+   ``expert_order='random'`` draws uniformly instead) and a start epoch
    ``s ~ U{0, ..., max_start_epoch - 1}`` (ref ``np.random.randint(0, max_start_epoch)``);
    ``theta_start = params[e, s]``, ``theta_target = params[e, s + expert_epochs]``;
 2. unroll ``syn_steps`` SGD steps of a student that starts at ``theta_start``
@@ -15,8 +17,10 @@ reference iteration:
    per step when ``remat``: memory nearly flat in ``syn_steps``);
 3. loss ``||theta_end - theta_target||^2 / ||theta_start - theta_target||^2``;
 4. SGD (momentum 0.5) on the images with ``lr_img`` and on the synthetic lr with
-   ``lr_lr``. The lr is learned raw (not through a softplus), initialised at
-   ``syn_lr_init`` (the ref's ``--lr_teacher`` of ``distill.py``).
+   ``lr_lr`` (per-entry optimisers of ``SyntheticSpec``). The lr is learned raw (not
+   through a softplus), initialised at ``syn_lr_init`` (the ref's ``--lr_teacher`` of
+   ``distill.py``). ``learn_labels`` also learns soft labels (SGD with ``lr_labels``;
+   the student then uses soft-label cross-entropy).
 
 The learned lr is ``Synthetic.lr``: the loop stores it in ``synthetic.npz`` and the
 evaluation networks train with it (ref ``args.lr_net = syn_lr.item()``).
@@ -31,6 +35,7 @@ distillation sees (unless ``allow_buffer_mismatch``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -44,90 +49,76 @@ from gold import data as gdata
 from gold import nn as gnn
 from gold.distill import buffer as gbuf
 from gold.distill import common
+from gold.distill import registry
+from gold.distill.settings import check_choice, setting
 from gold.distill.unroll import flat_apply_fn, unroll
-
-
-@dataclasses.dataclass(frozen=True)
-class MTTSettings:
-    """Resolved, static hyper-parameters of an MTT run (see ``configs/mtt.py``)."""
-
-    ipc: int
-    iterations: int
-    syn_steps: int
-    expert_epochs: int
-    max_start_epoch: int
-    batch_syn: int
-    lr_img: float
-    momentum_img: float
-    lr_lr: float
-    momentum_lr: float
-    syn_lr_init: float
-    init: str
-    dsa_strategy: str
-    remat: bool
-    buffer_dir: str
-    max_experts: int
-    allow_buffer_mismatch: bool
-
 
 PER_IPC_FIELDS: tuple[str, ...] = (
     "syn_steps", "expert_epochs", "max_start_epoch", "lr_img", "lr_lr", "syn_lr_init", "batch_syn")
+EXPERT_ORDERS: tuple[str, ...] = ("cycle", "random")
 
 
-def resolve_per_ipc(config: Any) -> dict:
-    """The per-IPC fields of ``config``: explicit (non-zero) values win, zeros come from
-    ``config.per_ipc`` (rows ``(ipc, syn_steps, expert_epochs, max_start_epoch, lr_img,
-    lr_lr, syn_lr_init, batch_syn)``) at the listed IPC nearest to ``config.ipc``."""
-    ipc = int(config.ipc)
-    rows = [tuple(r) for r in (config.get("per_ipc") or ())]
-    row = min(rows, key=lambda r: (abs(int(r[0]) - ipc), int(r[0]))) if rows else None
-    out = {}
-    for j, name in enumerate(PER_IPC_FIELDS):
-        value = config.get(name, 0) or 0
-        if not value and row is not None:
-            value = row[j + 1]
-        out[name] = value
-    missing = [n for n in PER_IPC_FIELDS[:-1] if not out[n]]
-    if missing:
-        raise ValueError(f"MTT settings {missing} are unset and config.per_ipc has no row for them")
-    return out
+@dataclasses.dataclass(frozen=True)
+class MTTSettings(common.BaseSettings):
+    """MTT hyper-parameters (ref mtt-distillation ``distill.py``; ``configs/mtt.py``)."""
 
+    iterations: int = setting(10000, "distillation iterations (paper: 10,000)")
+    init: str = setting("real", "initial synthetic images: real (the paper's) | noise")
+    buffer_dir: str = setting("", "the expert buffer (launch/buffer.py --workdir)")
+    max_experts: int = setting(0, "> 0: use only the first n experts of the buffer")
+    allow_buffer_mismatch: bool = setting(False, "accept experts trained on other real samples")
+    expert_order: str = setting("cycle", "cycle (ref: shuffled passes over the buffer) | random")
+    per_ipc: tuple = setting((), "rows (ipc, syn_steps, expert_epochs, max_start_epoch, lr_img, "
+                                 "lr_lr, syn_lr_init, batch_syn); 0-valued fields come from here")
+    syn_steps: int = setting(0, "student steps on the synthetic set (0 = from per_ipc)")
+    expert_epochs: int = setting(0, "expert epochs the student must match (0 = from per_ipc)")
+    max_start_epoch: int = setting(0, "start epochs are drawn from [0, max_start_epoch) (0 = per_ipc)")
+    lr_img: float = setting(0.0, "SGD learning rate of the images (0 = from per_ipc)")
+    lr_lr: float = setting(0.0, "SGD learning rate of the learned lr (0 = from per_ipc)")
+    syn_lr_init: float = setting(0.0, "initial learned student lr (ref --lr_teacher; 0 = per_ipc)")
+    batch_syn: int = setting(0, "synthetic minibatch of a student step (0 = per_ipc; 0 there = all)")
+    momentum_img: float = setting(0.5, "SGD momentum of the images")
+    momentum_lr: float = setting(0.5, "SGD momentum of the learned lr")
+    learn_labels: bool = setting(False, "also learn soft labels (student: soft cross-entropy)")
+    lr_labels: float = setting(0.0, "SGD learning rate of learned labels (momentum_img)")
+    dsa_strategy: str = setting(gaug.DEFAULT_STRATEGY, "DSA op groups of the student's batches")
+    remat: bool = setting(True, "jax.checkpoint each unrolled student step")
 
-def settings_from_config(config: Any, real: common.RealData) -> MTTSettings:
-    """Validate ``config`` and resolve the static settings.
+    def validate(self) -> None:
+        """ValueError on a bad value; BufferError without a buffer."""
+        super().validate()
+        check_choice("expert_order", self.expert_order, EXPERT_ORDERS)
+        gaug.parse_strategy(self.dsa_strategy)
+        v = self.resolved
+        bad = [f"{k}={v[k]}" for k in ("syn_steps", "expert_epochs", "max_start_epoch") if v[k] < 1]
+        if bad or v["batch_syn"] < 0:
+            raise ValueError(f"MTT needs positive values, got {', '.join(bad) or v}")
+        if self.learn_labels and not self.lr_labels > 0:
+            raise ValueError("learn_labels=True needs lr_labels > 0")
+        if not self.buffer_dir:
+            raise gbuf.BufferError("MTT needs an expert buffer: set --config.buffer_dir=DIR, trained with\n  "
+                                   + gbuf.resume_command("DIR"))
 
-    Raises:
-      ValueError: non-positive steps / epochs, unknown init or DSA strategy, a batch
-        larger than the synthetic set.
-      gold.distill.buffer.BufferError: no ``buffer_dir``.
-    """
-    ipc = common.config_ipc(config)
-    v = resolve_per_ipc(config)
-    m = real.num_classes * ipc
-    batch_syn = int(v["batch_syn"]) or m
-    checks = {k: int(v[k]) for k in ("syn_steps", "expert_epochs", "max_start_epoch")}
-    bad = [f"{k}={x}" for k, x in checks.items() if x < 1]
-    if bad or batch_syn < 1:
-        raise ValueError(f"MTT needs positive values, got {', '.join(bad) or f'batch_syn={batch_syn}'}")
-    if batch_syn > m:
-        raise ValueError(f"batch_syn={batch_syn} exceeds the synthetic set ({m} images)")
-    if config.init not in common.INIT_MODES:
-        raise ValueError(f"unknown init {config.init!r}; valid: {common.INIT_MODES}")
-    strategy = str(config.get("dsa_strategy", gaug.DEFAULT_STRATEGY))
-    gaug.parse_strategy(strategy)
-    if not config.get("buffer_dir"):
-        raise gbuf.BufferError(
-            "MTT needs an expert buffer: set --config.buffer_dir=DIR, trained with\n  "
-            + gbuf.resume_command("DIR", config.data.name))
-    return MTTSettings(
-        ipc=ipc, iterations=int(config.iterations), syn_steps=checks["syn_steps"],
-        expert_epochs=checks["expert_epochs"], max_start_epoch=checks["max_start_epoch"],
-        batch_syn=batch_syn, lr_img=float(v["lr_img"]),
-        momentum_img=float(config.get("momentum_img", 0.5)), lr_lr=float(v["lr_lr"]),
-        momentum_lr=float(config.get("momentum_lr", 0.5)), syn_lr_init=float(v["syn_lr_init"]),
-        init=str(config.init), dsa_strategy=strategy, remat=bool(config.get("remat", True)),
-        buffer_dir=str(config.buffer_dir), max_experts=int(config.get("max_experts", 0) or 0),
-        allow_buffer_mismatch=bool(config.get("allow_buffer_mismatch", False)))
+    @functools.cached_property
+    def resolved(self) -> dict:
+        """The per-IPC fields: explicit (non-zero) values win, zeros come from
+        ``per_ipc`` at the listed IPC nearest to ``ipc``.
+
+        Raises:
+          ValueError: a field unset with no ``per_ipc`` row to fill it.
+        """
+        rows = [tuple(r) for r in self.per_ipc]
+        row = min(rows, key=lambda r: (abs(int(r[0]) - self.ipc), int(r[0]))) if rows else None
+        out = {}
+        for j, name in enumerate(PER_IPC_FIELDS):
+            value = getattr(self, name)
+            if not value and row is not None:
+                value = row[j + 1]
+            out[name] = type(getattr(self, name))(value)
+        missing = [n for n in PER_IPC_FIELDS[:-1] if not out[n]]
+        if missing:
+            raise ValueError(f"MTT settings {missing} are unset and per_ipc has no row for them")
+        return out
 
 
 def minibatch_indices(key: jax.Array, num_images: int, batch: int, steps: int) -> jax.Array:
@@ -143,6 +134,14 @@ def minibatch_indices(key: jax.Array, num_images: int, batch: int, steps: int) -
     return idx.reshape(-1)[: steps * batch].reshape(steps, batch).astype(jnp.int32)
 
 
+def expert_at(order_key: jax.Array, iteration: jax.Array, num_experts: int) -> jax.Array:
+    """int32 expert of ``iteration`` in a shuffled cycle: pass ``p = iteration // E``
+    walks through ``permutation(fold_in(order_key, p), E)``."""
+    cycle = iteration // num_experts
+    perm = jax.random.permutation(jax.random.fold_in(order_key, cycle), num_experts)
+    return perm[iteration % num_experts].astype(jnp.int32)
+
+
 def matching_loss(theta_end: jax.Array, theta_start: jax.Array, theta_target: jax.Array) -> jax.Array:
     """``||theta_end - theta_target||^2 / ||theta_start - theta_target||^2`` (flat ``[P]``).
 
@@ -151,8 +150,6 @@ def matching_loss(theta_end: jax.Array, theta_start: jax.Array, theta_target: ja
     num = jnp.sum(jnp.square(theta_end - theta_target))
     den = jnp.sum(jnp.square(theta_start - theta_target))
     return num / den
-
-
 def student_end(
     apply: Callable[[jax.Array, jax.Array, bool], jax.Array],
     x_syn: jax.Array,
@@ -236,24 +233,29 @@ def check_selection(buf: gbuf.ExpertBuffer, real: common.RealData, buffer_dir: s
         f"--config.allow_buffer_mismatch=True")
 
 
-def make(config: Any, real: common.RealData) -> common.Algorithm:
-    """Build MTT for ``config`` (``configs/mtt.py``) on the selected real data ``real``.
+@registry.register("mtt", MTTSettings, needs_buffer=True)
+def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm:
+    """MTT on the selected real data ``real`` (``configs/mtt.py``).
 
     Raises:
       gold.distill.buffer.BufferError: missing / partial / incompatible buffer (the
         message says how to train or resume it), too few stored epochs, another
         selection.
-      ValueError: bad settings, a model with BatchNorm.
+      ValueError: bad settings, a model with BatchNorm, a batch larger than the set.
     """
-    s = settings_from_config(config, real)
+    v = s.resolved
     k = real.num_classes
     shape = real.image_shape
+    m = k * s.ipc
+    batch_syn = v["batch_syn"] or m
+    if batch_syn > m:
+        raise ValueError(f"batch_syn={batch_syn} exceeds the synthetic set ({m} images)")
     model = config_utils.build_model(config.model, k, shape)
     apply, num_params = flat_apply_fn(model, shape)
 
     # --- the expert buffer ----------------------------------------------------------
     manifest = gbuf.read_manifest(s.buffer_dir, config.data.name)
-    snapshots = s.max_start_epoch + s.expert_epochs
+    snapshots = v["max_start_epoch"] + v["expert_epochs"]
     gbuf.check_compatible(
         manifest, buffer_dir=s.buffer_dir, dataset=gdata.get_info(config.data.name).name,
         zca=bool(config.data.get("zca", False)),
@@ -269,53 +271,53 @@ def make(config: Any, real: common.RealData) -> common.Algorithm:
     num_experts = int(experts.shape[0])
 
     # --- synthetic set and optimisers ----------------------------------------------
-    pixels = common.Pixels(k, s.ipc, shape)
-    labels = pixels.labels()
-    m = k * s.ipc
-    tx_img = gnn.sgd(s.lr_img, s.momentum_img, 0.0)
-    tx_lr = gnn.sgd(s.lr_lr, s.momentum_lr, 0.0)
+    spec = common.SyntheticSpec(common.Pixels(k, s.ipc, shape), k, learn_labels=s.learn_labels,
+                                lr_init=v["syn_lr_init"])
+    tx = spec.optimizer(images=common.sgd(v["lr_img"], s.momentum_img),
+                        labels=common.sgd(s.lr_labels, s.momentum_img) if s.learn_labels else None,
+                        lr=common.sgd(v["lr_lr"], s.momentum_lr))
 
     def init(key: jax.Array, real_: common.RealData) -> common.DistillState:
-        params = pixels.init(key, real_, s.init)
-        lr = jnp.float32(s.syn_lr_init)
-        return common.DistillState.start(params, tx_img, {"lr": lr, "lr_opt": tx_lr.init(lr)})
+        k_img, k_order = jax.random.split(key)
+        return common.DistillState.start(spec.init(k_img, real_, s.init), tx,
+                                         {"expert_order": jax.random.key_data(k_order)})
 
-    def outer_loss(params, lr, theta_start, theta_target, idx, aug_keys):
-        return trajectory_loss(apply, pixels.decode(params), labels, lr, theta_start, theta_target,
+    def outer_loss(params, theta_start, theta_target, idx, aug_keys):
+        syn = spec.decode(params)
+        return trajectory_loss(apply, syn.x, syn.y, syn.lr, theta_start, theta_target,
                                idx, aug_keys, dsa_strategy=s.dsa_strategy, remat=s.remat)
 
-    grad_fn = jax.value_and_grad(outer_loss, argnums=(0, 1), has_aux=True)
+    grad_fn = jax.value_and_grad(outer_loss, has_aux=True)
 
     def step(state: common.DistillState, key: jax.Array, real_: common.RealData):
         del real_  # MTT reads the real data only through the experts
         k_e, k_s, k_idx, k_aug = jax.random.split(key, 4)
-        e = jax.random.randint(k_e, (), 0, num_experts)
-        start = jax.random.randint(k_s, (), 0, s.max_start_epoch)
+        if s.expert_order == "cycle":
+            order_key = jax.random.wrap_key_data(state.extra["expert_order"])
+            e = expert_at(order_key, state.iteration, num_experts)
+        else:
+            e = jax.random.randint(k_e, (), 0, num_experts)
+        start = jax.random.randint(k_s, (), 0, v["max_start_epoch"])
         theta_start = experts[e, start].astype(jnp.float32)
-        theta_target = experts[e, start + s.expert_epochs].astype(jnp.float32)
-        idx = minibatch_indices(k_idx, m, s.batch_syn, s.syn_steps)
-        aug_keys = jax.random.split(k_aug, s.syn_steps)
-        lr = state.extra["lr"]
-        (loss, inner_ce), (g_params, g_lr) = grad_fn(state.params, lr, theta_start, theta_target,
-                                                     idx, aug_keys)
-        params, opt_state = common.apply_image_update(tx_img, state.params, state.opt_state, g_params)
-        lr_upd, lr_opt = tx_lr.update(g_lr, state.extra["lr_opt"], lr)
-        new_lr = lr + lr_upd
-        new_state = state.replace(params=params, opt_state=opt_state, iteration=state.iteration + 1,
-                                  extra={"lr": new_lr, "lr_opt": lr_opt})
-        metrics = {"loss": loss, "syn_lr": new_lr, "inner_ce": inner_ce,
+        theta_target = experts[e, start + v["expert_epochs"]].astype(jnp.float32)
+        idx = minibatch_indices(k_idx, m, batch_syn, v["syn_steps"])
+        aug_keys = jax.random.split(k_aug, v["syn_steps"])
+        (loss, inner_ce), grads = grad_fn(state.params, theta_start, theta_target, idx, aug_keys)
+        params, opt_state = common.apply_update(tx, state.params, state.opt_state, grads)
+        new_state = state.replace(params=params, opt_state=opt_state)
+        metrics = {"loss": loss, "syn_lr": spec.lr_of(params), "inner_ce": inner_ce,
                    "start_epoch": start.astype(jnp.float32), "expert": e.astype(jnp.float32)}
         return new_state, metrics
 
     def synthetic(state: common.DistillState) -> common.Synthetic:
-        return common.Synthetic(pixels.decode(state.params), labels, state.extra["lr"])
+        return spec.decode(state.params)
 
-    settings = {**dataclasses.asdict(s), "algorithm": "mtt", "num_params": num_params,
-                "num_experts": num_experts, "buffer_epochs": int(manifest["epochs"]),
-                "buffer_selection": manifest["selection"], "zca": bool(config.data.get("zca", False))}
+    settings = {**dataclasses.asdict(s), **v, "batch_syn": batch_syn, "algorithm": "mtt",
+                "num_params": num_params, "num_experts": num_experts,
+                "buffer_epochs": int(manifest["epochs"]), "buffer_selection": manifest["selection"],
+                "zca": bool(config.data.get("zca", False))}
     return common.Algorithm("mtt", init, step, synthetic, settings)
 
 
-__all__ = ["MTTSettings", "PER_IPC_FIELDS", "check_selection", "make", "matching_loss",
-           "minibatch_indices", "resolve_per_ipc", "settings_from_config", "student_end",
-           "trajectory_loss"]
+__all__ = ["EXPERT_ORDERS", "MTTSettings", "PER_IPC_FIELDS", "check_selection", "expert_at", "make",
+           "matching_loss", "minibatch_indices", "student_end", "trajectory_loss"]

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
+from gold import rng
 from gold import selection as gsel
 from gold.selection import coreset as gcore
 from gold.utility import Utility, count_outliers, diversity, load_utility, outlier_mask, save_utility
@@ -26,9 +27,9 @@ FEATURE_MODES: tuple[str, ...] = ("auto", "utility", "none")
 
 def selection_key(seed: int) -> jax.Array:
     """The key ``gold.distill.loop`` gives the selection stage of a run with ``seed``
-    (``fold_in(key(seed), 1)``): a utility computed here equals the one a single
-    distillation run with the same seed would compute on the fly."""
-    return jax.random.fold_in(jax.random.key(int(seed)), 1)
+    (``gold.rng``'s ``selection`` stream): a utility computed here equals the one a
+    single distillation run with the same seed would compute on the fly."""
+    return rng.seed_stream(seed, "selection")
 
 
 def min_per_class(config: Any) -> int:
@@ -75,7 +76,8 @@ def experiment_utility(config: Any, dataset: Any, workdir: str, *, max_ratio: fl
                 inputs = gcore.CoresetInputs(*(f[k] for k in gcore.CoresetInputs._fields))
         else:
             log(f"training the classifier for the {indicator} coreset ...")
-            inputs = gcore.train_classifier_outputs(dataset, sel.get("utility"), jax.random.fold_in(key, 0))
+            inputs = gcore.train_classifier_outputs(dataset, sel.get("utility"),
+                                                     rng.selection_substream(key, "policy"))
             np.savez(inputs_path, **inputs._asdict())
 
         def coreset_path(ratio: float) -> str:
@@ -125,7 +127,7 @@ def analysis_features(config: Any, dataset: Any, utility: Optional[Utility], wor
     cfg = config.selection.get("utility")
     settings = upipe.resolve_settings(dataset.name, cfg)
     model = upipe.build_model(dataset, cfg)
-    key = jax.random.fold_in(selection_key(config.seed), 7)
+    key = rng.selection_substream(selection_key(config.seed), "features")
     stats = train_trials(model, dataset.x_train, np.asarray(dataset.y_train, np.int32), key,
                          upipe.train_settings(settings, trials=1), log=None, keep_first=True)
     feats = gap_features(model, stats.variables, dataset.x_train)

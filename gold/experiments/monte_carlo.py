@@ -20,13 +20,16 @@ H100, 0.25-0.5x on CPU: B per-subset parameter gradients lower to grouped convol
 the effect ``gold.distill.common`` notes for vmapping classes), while the vmapped
 evaluation is ~2x faster per subset on the H100; hence ``hybrid``.
 
-**Common random numbers** (``crn=True``, default): ALL trials share one key, hence the
-same random network at every DC iteration, the same noise init, the same positions of
-the real batches in their (different) class lists, and the same evaluation-network inits.
-The differences between trial scores then come from the subsets alone (no chunk- or
-trial-level luck), which lowers the estimator's variance; the utility is the one of
-this fixed random program. With ``crn=False`` every trial gets its own keys (chunk c,
-subset b: ``fold_in(fold_in(key, c), b)``).
+**Independent trials** (default, ``crn=False``): trial ``i`` is a run of its own with
+root key ``fold_in(key, i)`` (the global trial index, so chunking, batching mode and
+resumption never change a trial): its own random networks, noise init, real batches
+and evaluation networks, as the paper's independent draws. **Common random numbers**
+(``crn=True``): every trial uses ``key`` itself, hence the same random program (same
+networks at every DC iteration, same noise init, same positions of the real batches in
+their different class lists, same evaluation inits); the differences between trial
+scores then come from the subsets alone, which lowers the estimator's variance but
+scores the subsets under one fixed random program. Each trial distils with the pure
+``gold.distill.engine.distill`` (the run loop's step runner).
 
 **Resume.** Trial scores are saved to ``trials.npz`` after every chunk; a rerun with
 the same config skips finished chunks (the subsets are redrawn from the seed and checked).
@@ -51,8 +54,10 @@ import numpy as np
 
 from gold import config_utils
 from gold import data as gdata
+from gold import rng
 from gold import workdir as gwork
 from gold.distill import common as dcommon
+from gold.distill import engine
 from gold.experiments import common, plots
 from gold.utility import Utility, save_utility
 from gold.utility import monte_carlo as mcu
@@ -77,7 +82,8 @@ class MCSettings:
       subset_ratio: M / N.
       balanced: False = uniform subsets (paper); True = M / C per class.
       chunk: subsets per vmapped program (B).
-      crn: common random numbers inside a chunk (see module docstring).
+      crn: common random numbers: every trial shares one key (see module docstring);
+        default False (independent trials).
       sequential_check: run the first this many subsets one by one as well (timing
         baseline and a check that the batched scores match).
       convergence: trials per half at which to report the split-half Spearman
@@ -92,7 +98,7 @@ class MCSettings:
     subset_ratio: float
     balanced: bool = False
     chunk: int = 16
-    crn: bool = True
+    crn: bool = False
     sequential_check: int = 0
     convergence: tuple[int, ...] = ()
     mode: str = "hybrid"
@@ -101,7 +107,7 @@ class MCSettings:
     def from_config(cls, mc: Any) -> "MCSettings":
         """From ``config.monte_carlo``; validates."""
         s = cls(trials=int(mc.trials), subset_ratio=float(mc.subset_ratio), balanced=bool(mc.balanced),
-                chunk=int(mc.chunk), crn=bool(mc.get("crn", True)),
+                chunk=int(mc.chunk), crn=bool(mc.get("crn", False)),
                 sequential_check=int(mc.get("sequential_check", 0)),
                 convergence=tuple(int(k) for k in (mc.get("convergence") or ())),
                 mode=str(mc.get("mode", "hybrid")))
@@ -163,6 +169,14 @@ def real_axes(real: dcommon.RealData) -> dcommon.RealData:
     return dcommon.RealData(None, None, gdata.ClassIndex(0, 0), real.num_classes, real.batch)
 
 
+def trial_keys(key: jax.Array, trials: np.ndarray, crn: bool) -> jax.Array:
+    """Root keys ``[B]`` of the given global trial indices: ``fold_in(key, i)``, or
+    ``key`` for every trial with common random numbers."""
+    if crn:
+        return jnp.stack([key] * len(trials))
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(trials, jnp.uint32))
+
+
 def common_batch(subsets: np.ndarray, labels: np.ndarray, num_classes: int, batch_real: int) -> int:
     """One real batch per class for every subset: the halving rule
     (``gold.data.class_batch_size``) applied to the largest class of any subset, so all
@@ -173,7 +187,11 @@ def common_batch(subsets: np.ndarray, labels: np.ndarray, num_classes: int, batc
 
 # ------------------------------------------------------------------------ the programs
 class BatchedDistiller:
-    """Compiled batched (and single-subset) distillation + evaluation for one config.
+    """Compiled distillation + evaluation of subsets of one pool, for one config.
+
+    Trial ``i`` with root key ``k_i`` (:func:`trial_keys`) distils with
+    ``engine.distill(algo, k_i, real_i, iterations)`` and evaluates with the networks
+    of ``rng.stream(k_i, 'eval')``: the same numbers whichever mode runs it.
 
     Args:
       config: distillation config (``algorithm``, ``ipc``, ``iterations``, ``init``, ...).
@@ -182,118 +200,69 @@ class BatchedDistiller:
     """
 
     def __init__(self, config: Any, x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
-                 y_test: np.ndarray, num_classes: int, batch: int, crn: bool = True):
-        from gold.distill.loop import get_algorithm
+                 y_test: np.ndarray, num_classes: int, batch: int):
+        from gold.distill import registry
         from gold.evaluate import train_and_test
 
-        self.config = config
         self.num_classes = int(num_classes)
         self.x, self.y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
-        self.x_test, self.y_test = jnp.asarray(x_test, jnp.float32), jnp.asarray(y_test, jnp.int32)
+        x_test, y_test = jnp.asarray(x_test, jnp.float32), jnp.asarray(y_test, jnp.int32)
         self.batch = int(batch)
-        self.crn = bool(crn)
         template = pool_real(x, y, gdata.ClassIndex.from_labels(np.asarray(y), num_classes),
                              num_classes, batch)
-        self.algo = get_algorithm(config.algorithm).make(config, template)
-        self.real_init = config.get("init", "noise") == "real"
+        self.algo = registry.build(config, template)
         self.iterations = int(config.iterations)
         self.protocol = config_utils.eval_protocol(config)
         lr = jnp.float32(self.protocol.lr)
         train_test = functools.partial(train_and_test, self.protocol, self.num_classes)
-        self._eval_one = jax.jit(lambda keys, xs, ys: train_test(keys, xs, ys, self.x_test, self.y_test, lr))
-        self._eval_many = jax.jit(jax.vmap(
-            lambda keys, xs, ys: train_test(keys, xs, ys, self.x_test, self.y_test, lr),
-            in_axes=(None if crn else 0, 0, 0)))
-        self._step_one = jax.jit(self.algo.step, donate_argnums=0)
-        self._steps_many: dict[int, Any] = {}
+        distill = functools.partial(engine.distill, self.algo, iterations=self.iterations)
 
-    # -- single subset ------------------------------------------------------------
-    def distill_one(self, key: jax.Array, index: gdata.ClassIndex) -> dcommon.Synthetic:
-        """Distil one subset with the unbatched compiled step; its synthetic set."""
-        real = pool_real(self.x, self.y, index, self.num_classes, self.batch)
-        k_init, k_steps = jax.random.fold_in(key, 2), jax.random.fold_in(key, 3)
-        state = self.algo.init(k_init, real)
-        for it in range(self.iterations):
-            state, _ = self._step_one(state, jax.random.fold_in(k_steps, it), real)
-        return self.algo.synthetic(state)
+        def evaluate(key, syn):
+            keys = jax.random.split(rng.stream(key, "eval"), self.protocol.num_models)
+            return train_test(keys, syn.x, syn.y, x_test, y_test, lr if syn.lr is None else syn.lr)
 
-    def run_one(self, key: jax.Array, index: gdata.ClassIndex) -> tuple[np.ndarray, float]:
-        """Distil + evaluate one subset (unbatched programs); (accuracies ``[K]`` %, seconds)."""
-        start = time.time()
-        syn = self.distill_one(key, index)
-        keys = jax.random.split(jax.random.fold_in(key, 4), self.protocol.num_models)
-        acc = np.asarray(self._eval_one(keys, syn.x, syn.y), np.float64) * 100.0
-        return acc, time.time() - start
+        def one(key, real):
+            syn, progress = distill(key, real)
+            return syn, progress.healthy
 
-    def run_hybrid(self, key: jax.Array, index: gdata.ClassIndex) -> tuple[np.ndarray, float]:
-        """Distil B subsets one by one (one compiled step), evaluate them in ONE vmapped
-        program; same keys as :meth:`run_many`. (accuracies ``[B, K]`` %, seconds)."""
-        start = time.time()
-        b = int(index.counts.shape[0])
-        keys = [key if self.crn else jax.random.fold_in(key, i) for i in range(b)]
-        syns = [self.distill_one(keys[i], _subset_slice(index, i)) for i in range(b)]
-        xs = jnp.stack([s.x for s in syns])
-        ys = jnp.stack([s.y for s in syns])
-        if self.crn:
-            ekeys = jax.random.split(jax.random.fold_in(key, 4), self.protocol.num_models)
-        else:
-            ekeys = jnp.stack([jax.random.split(jax.random.fold_in(k, 4), self.protocol.num_models)
-                               for k in keys])
-        acc = np.asarray(self._eval_many(ekeys, xs, ys), np.float64) * 100.0
-        return acc, time.time() - start
+        ax = real_axes(template)
+        self._distill_one = jax.jit(one)
+        self._distill_many = jax.jit(jax.vmap(one, in_axes=(0, ax)))
+        self._eval_one = jax.jit(evaluate)
+        self._eval_many = jax.jit(jax.vmap(evaluate))
 
-    def run_sequential(self, key: jax.Array, index: gdata.ClassIndex) -> tuple[np.ndarray, float]:
-        """B subsets fully one by one (same keys as :meth:`run_many`)."""
-        start = time.time()
-        b = int(index.counts.shape[0])
-        acc = np.stack([self.run_one(key if self.crn else jax.random.fold_in(key, i),
-                                     _subset_slice(index, i))[0] for i in range(b)])
-        return acc, time.time() - start
+    def _real(self, index: gdata.ClassIndex) -> dcommon.RealData:
+        return pool_real(self.x, self.y, index, self.num_classes, self.batch)
 
-    # -- a chunk of subsets ---------------------------------------------------------
-    def _step_many(self, batched_key: bool):
-        if batched_key not in self._steps_many:
-            real_ax = dcommon.RealData(None, None, gdata.ClassIndex(0, 0), self.num_classes, self.batch)
-            self._steps_many[batched_key] = jax.jit(
-                jax.vmap(self.algo.step, in_axes=(0, 0 if batched_key else None, real_ax)),
-                donate_argnums=0)
-        return self._steps_many[batched_key]
+    @staticmethod
+    def _check(healthy: Any) -> None:
+        if not np.all(np.asarray(healthy)):
+            raise FloatingPointError("a Monte-Carlo trial's distillation became non-finite or "
+                                     "exploded; lower the learning rates")
 
-    def run_many(self, key: jax.Array, index: gdata.ClassIndex) -> tuple[np.ndarray, float]:
-        """Distil + evaluate B subsets at once; (accuracies ``[B, K]`` %, seconds).
+    def run(self, keys: jax.Array, index: gdata.ClassIndex, mode: str) -> tuple[np.ndarray, float]:
+        """Distil + evaluate B subsets (trial root keys ``keys [B]``, stacked tables
+        ``index``); (accuracies ``[B, K]`` in %, seconds).
 
-        With ``crn`` every subset uses ``key``'s streams (the sequential run of any one
-        subset with the same key and index gives the same result); otherwise subset b
-        uses ``fold_in(key, b)``.
+        ``mode`` (:data:`MODES`): ``vmap`` distils the B subsets in one vmapped program;
+        ``hybrid`` distils them one by one with one compiled program; both evaluate the
+        chunk in one vmapped program; ``sequential`` does everything one by one.
         """
         start = time.time()
         b = int(index.counts.shape[0])
-        real = pool_real(self.x, self.y, index, self.num_classes, self.batch)
-        real_ax = dcommon.RealData(None, None, gdata.ClassIndex(0, 0), self.num_classes, self.batch)
-        if self.crn:
-            keys = key
+        if mode == "vmap":
+            syn, ok = self._distill_many(keys, self._real(index))
+            self._check(ok)
+            acc = self._eval_many(keys, syn)
         else:
-            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(b))
-        k_ax = None if self.crn else 0
-        fold = (lambda k, i: jax.random.fold_in(k, i)) if self.crn else jax.vmap(jax.random.fold_in, (0, None))
-        k_init, k_steps, k_eval = (fold(keys, i) for i in (2, 3, 4))
-        if self.real_init:  # real init checks class sizes on the host: one subset at a time
-            states = [self.algo.init(k_init if self.crn else k_init[i],
-                                     pool_real(self.x, self.y, _subset_slice(index, i),
-                                               self.num_classes, self.batch)) for i in range(b)]
-            state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-        else:
-            state = jax.vmap(self.algo.init, in_axes=(k_ax, real_ax))(k_init, real)
-        step = self._step_many(not self.crn)
-        for it in range(self.iterations):
-            state, _ = step(state, fold(k_steps, it), real)
-        syn = jax.vmap(self.algo.synthetic)(state)
-        if self.crn:
-            ekeys = jax.random.split(k_eval, self.protocol.num_models)
-        else:
-            ekeys = jax.vmap(lambda k: jax.random.split(k, self.protocol.num_models))(k_eval)
-        acc = np.asarray(self._eval_many(ekeys, syn.x, syn.y), np.float64) * 100.0
-        return acc, time.time() - start
+            outs = [self._distill_one(keys[i], self._real(_subset_slice(index, i))) for i in range(b)]
+            self._check([ok for _, ok in outs])
+            if mode == "hybrid":
+                syn = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[o[0] for o in outs])
+                acc = self._eval_many(keys, syn)
+            else:
+                acc = jnp.stack([self._eval_one(keys[i], outs[i][0]) for i in range(b)])
+        return np.asarray(acc, np.float64) * 100.0, time.time() - start
 
 
 # ----------------------------------------------------------------------------- driver
@@ -329,15 +298,15 @@ def run(config: Any, workdir: str) -> dict:
     labels = np.asarray(ds.y_train, np.int64)
     n, c = len(labels), int(ds.num_classes)
     m = mcu.subset_size(n, s.subset_ratio, c, balanced=s.balanced, ipc=int(config.ipc))
-    rng = np.random.default_rng(int(config.seed))
-    subsets = mcu.draw_subsets(rng, labels, c, s.trials, m, balanced=s.balanced, min_per_class=1)
+    subset_rng = np.random.default_rng(int(config.seed))
+    subsets = mcu.draw_subsets(subset_rng, labels, c, s.trials, m, balanced=s.balanced, min_per_class=1)
     batch = common_batch(subsets, labels, c, int(config.batch_real))
     width = int(max(np.bincount(labels[row], minlength=c).max() for row in subsets))
     x_test, y_test = ds.x_test, ds.y_test
     max_test = int(config.eval.get("max_test", 0) or 0)
     if max_test > 0:
         x_test, y_test = x_test[:max_test], y_test[:max_test]
-    dist = BatchedDistiller(config, ds.x_train, labels, x_test, y_test, c, batch, crn=s.crn)
+    dist = BatchedDistiller(config, ds.x_train, labels, x_test, y_test, c, batch)
     k_models = dist.protocol.num_models
 
     # --- resume ----------------------------------------------------------------------
@@ -350,7 +319,7 @@ def run(config: Any, workdir: str) -> dict:
                 raise ValueError(f"{trials_path} holds other subsets; use a new workdir")
             acc = np.array(f["accuracies"])
             chunk_seconds = list(f["chunk_seconds"])
-    key = jax.random.key(int(config.seed))
+    key = rng.root(int(config.seed))
     common.log(f"[monte_carlo] {ds.name}: N={n}, {s.trials} subsets of M={m} (ratio {s.subset_ratio}, "
                f"{'balanced' if s.balanced else 'uniform'}), real batch/class {batch}, chunk {s.chunk}, "
                f"{dist.iterations} iterations, {k_models} eval models, crn={s.crn}, mode={s.mode}")
@@ -362,12 +331,10 @@ def run(config: Any, workdir: str) -> dict:
             continue
         rows = subsets[lo:hi]
         if hi - lo < s.chunk:  # pad the last chunk to the compiled shape with repeats
-            rows = np.concatenate([rows, subsets[lo: lo + 1].repeat(s.chunk - (hi - lo), 0)])
+            rows = np.concatenate([rows, subsets[hi - 1: hi].repeat(s.chunk - (hi - lo), 0)])
         index = subset_tables(rows, labels, c, width)
-        runner = {"vmap": dist.run_many, "hybrid": dist.run_hybrid, "sequential": dist.run_sequential}[s.mode]
-        # crn: every chunk uses the run key (all K trials share networks, noise init and
-        # evaluation inits); else chunk c uses fold_in(key, c) and subset b of it fold_in(., b).
-        a, secs = runner(key if s.crn else jax.random.fold_in(key, lo // s.chunk), index)
+        trials = np.minimum(np.arange(lo, lo + s.chunk), hi - 1)  # padding repeats the last
+        a, secs = dist.run(trial_keys(key, trials, s.crn), index, s.mode)
         acc[lo:hi] = a[: hi - lo]
         chunk_seconds.append(secs)
         np.savez(trials_path, subsets=subsets, accuracies=acc, chunk_seconds=np.asarray(chunk_seconds))
@@ -380,11 +347,9 @@ def run(config: Any, workdir: str) -> dict:
     if s.sequential_check:
         seq_acc, seq_secs = [], []
         for i in range(s.sequential_check):
-            chunk_id, pos = divmod(i, s.chunk)
-            ck = key if s.crn else jax.random.fold_in(jax.random.fold_in(key, chunk_id), pos)
-            index = _subset_slice(subset_tables(subsets[i: i + 1], labels, c, width), 0)
-            a, secs = dist.run_one(ck, index)
-            seq_acc.append(a)
+            index = subset_tables(subsets[i: i + 1], labels, c, width)
+            a, secs = dist.run(trial_keys(key, np.array([i]), s.crn), index, "sequential")
+            seq_acc.append(a[0])
             seq_secs.append(secs)
         seq_acc = np.asarray(seq_acc)
         seq = {"sequential_trials": s.sequential_check,
@@ -451,4 +416,4 @@ def run(config: Any, workdir: str) -> dict:
 
 
 __all__ = ["BatchedDistiller", "MCSettings", "MODES", "PAPER_SETTINGS", "common_batch", "pool_real",
-           "real_axes", "run", "subset_tables"]
+           "real_axes", "run", "subset_tables", "trial_keys"]
