@@ -306,6 +306,48 @@ def test_runtime_prune_uniform_at_infinite_temperature():
     assert chi2 < 27.9  # chi-square, 9 dof, p = 0.001
 
 
+@pytest.mark.parametrize("b,valid,keep,expected", [
+    (16, 10, 0.7, 7), (16, 16, 0.7, 11), (8, 3, 0.5, 2), (5, 1, 0.1, 1), (12, 7, 0.25, 2), (4, 0, 0.5, 0)])
+def test_runtime_prune_weights_count_the_valid_entries(b, valid, keep, expected):
+    """round(keep * n_valid) entries are kept, not round(keep * B) (B includes padding)."""
+    losses = jnp.asarray(np.random.default_rng(b).uniform(0, 3, size=b), jnp.float32)
+    mask = jnp.arange(b) < valid
+    f = jax.jit(gs.runtime_prune_weights, static_argnums=(2,))
+    for seed in range(5):
+        w = np.asarray(f(jax.random.key(seed), losses, keep, jnp.float32(1.0), mask))
+        assert int(np.sum(w > 0)) == expected and np.all(w[valid:] == 0)
+        if expected:
+            np.testing.assert_allclose(w[w > 0], 1.0 / expected, rtol=1e-6)
+
+
+def test_runtime_prune_weights_draw_among_valid_entries_with_softmax_probabilities():
+    """Padding entries have the LOWEST losses (they would be drawn first if unmasked) and
+    the valid ones are drawn with p = softmax(-loss / tau) over the valid entries only."""
+    losses = jnp.array([0.2, 1.5, 0.0, 0.7, 2.5, 0.0, 1.0, 0.0])
+    mask = jnp.array([1, 1, 0, 1, 1, 0, 1, 0])  # 5 valid entries
+    valid = np.flatnonzero(np.asarray(mask))
+    tau, n = 0.8, 20000
+    keys = jax.random.split(jax.random.key(3), n)
+    for keep, k in ((0.2, 1), (0.4, 2)):
+        w = np.asarray(jax.jit(jax.vmap(lambda key: gs.runtime_prune_weights(key, losses, keep, tau, mask)))(keys))
+        assert np.all(w[:, np.asarray(mask) == 0] == 0) and np.all(np.sum(w > 0, axis=1) == k)
+        freq = np.mean(w[:, valid] > 0, axis=0)
+        p = np.exp(-np.asarray(losses)[valid] / tau)
+        expected = _inclusion_probs(p / p.sum(), k)  # k = 1: softmax(-loss / tau) itself
+        se = np.sqrt(expected * (1 - expected) / n)
+        assert np.all(np.abs(freq - expected) < 5 * se + 1e-3), (keep, freq, expected)
+
+
+def test_runtime_prune_weights_without_mask_keep_the_top_k_of_the_same_draw():
+    losses = jnp.array([3.0, 0.1, 2.0, 0.2, 1.0, 5.0, 0.0, 4.0])
+    for seed in range(5):
+        w = gs.runtime_prune_weights(jax.random.key(seed), losses, 0.5, 1.0)
+        idx = gs.runtime_prune_indices(jax.random.key(seed), losses, 0.5, 1.0)
+        assert sorted(np.flatnonzero(np.asarray(w)).tolist()) == sorted(np.asarray(idx).tolist())
+        w_all = gs.runtime_prune_weights(jax.random.key(seed), losses, 0.5, 1.0, jnp.ones(8))
+        np.testing.assert_array_equal(np.asarray(w), np.asarray(w_all))
+
+
 def test_runtime_prune_weights_and_shapes():
     losses = jnp.array([3.0, 0.1, 2.0, 0.2, 1.0, 5.0, 0.0, 4.0])
     w = jax.jit(gs.runtime_prune_weights, static_argnums=(2,))(jax.random.key(0), losses, 0.5, 1.0)

@@ -13,13 +13,17 @@ sequential draws without replacement from ``softmax(-loss / tau)`` (Kool et al.,
 So low-loss samples are kept more often, and as ``tau -> inf`` the draw becomes a
 uniformly random k-subset.
 
-``k = max(1, round_half_up(keep_ratio * B))`` is static (``keep_ratio`` and ``B`` must
-be Python / static values under ``jit``).
+``k = max(1, round_half_up(keep_ratio * n))`` counts the VALID entries ``n`` of the
+batch: a padded batch (entries repeated to fill a fixed shape, ``mask`` 0) of B = 16 with
+10 valid entries and ``keep_ratio = 0.7`` keeps 7. ``keep_ratio`` and B are static; ``n``
+may be traced (the count is read from a static table of ``k`` for every ``n <= B``, and
+the kept entries are those whose perturbed-score rank is below ``k``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -49,12 +53,30 @@ def runtime_prune_indices(key: jax.Array, losses: jax.Array, keep_ratio: float, 
     return idx.astype(jnp.int32)
 
 
-def runtime_prune_weights(key: jax.Array, losses: jax.Array, keep_ratio: float, tau: float) -> jax.Array:
+def runtime_prune_weights(key: jax.Array, losses: jax.Array, keep_ratio: float, tau: float,
+                          mask: Optional[jax.Array] = None) -> jax.Array:
     """Weights float32 ``[B]``: ``1/k`` on the kept entries, 0 elsewhere, so
-    ``sum(w * loss)`` is the mean loss of the kept entries (and its gradient too)."""
-    idx = runtime_prune_indices(key, losses, keep_ratio, tau)
-    k = idx.shape[0]
-    return jnp.zeros(losses.shape[0], jnp.float32).at[idx].set(1.0 / k)
+    ``sum(w * loss)`` is the mean loss of the kept entries (and its gradient too).
+
+    Args:
+      key: PRNG key.
+      losses: float ``[B]`` per-sample losses (gradients are stopped).
+      keep_ratio: static kept fraction in (0, 1].
+      tau: temperature > 0 (may be traced).
+      mask: optional ``[B]`` validity (nonzero = a real entry, 0 = padding; may be
+        traced). The draw is among the ``n`` valid entries only, with probabilities
+        ``softmax(-losses / tau)`` over them, and keeps ``runtime_keep_count(n,
+        keep_ratio)`` of them (none when ``n = 0``).
+    """
+    b = losses.shape[0]
+    valid = jnp.ones(b, bool) if mask is None else jnp.asarray(mask) > 0
+    counts = jnp.asarray([0] + [runtime_keep_count(n, keep_ratio) for n in range(1, b + 1)], jnp.int32)
+    k = counts[jnp.sum(valid)]
+    logits = -jax.lax.stop_gradient(losses).astype(jnp.float32) / tau
+    score = jnp.where(valid, logits + jax.random.gumbel(key, (b,), jnp.float32), -jnp.inf)
+    rank = jnp.zeros(b, jnp.int32).at[jnp.argsort(-score)].set(jnp.arange(b, dtype=jnp.int32))
+    kept = (rank < k) & valid
+    return jnp.where(kept, 1.0 / jnp.maximum(k, 1).astype(jnp.float32), 0.0)
 
 
 __all__ = ["runtime_keep_count", "runtime_prune_indices", "runtime_prune_weights"]
