@@ -215,8 +215,8 @@ def test_select_from_config(tmp_path):
         return ml_collections.ConfigDict({**base, **kw})
 
     n = len(labels)
-    np.testing.assert_array_equal(gs.select_from_config(cfg(indicator="none"), ds, key, min_per_class=1),
-                                  np.arange(n))
+    np.testing.assert_array_equal(gs.select_from_config(cfg(indicator="none", ratio=1.0), ds, key,
+                                                        min_per_class=1), np.arange(n))
     np.testing.assert_array_equal(gs.select_from_config(cfg(ratio=1.0), ds, key, min_per_class=1), np.arange(n))
     np.testing.assert_array_equal(gs.select_from_config(cfg(), ds, key, min_per_class=1),
                                   gs.select(None, labels, 3, policy="greedy", ratio=0.5, scores=scores))
@@ -261,6 +261,62 @@ def test_select_from_config_computes_and_caches(tmp_path):
     np.testing.assert_array_equal(el2n, gs.select(None, ds.y_train, 10, policy="greedy", ratio=0.1,
                                                   scores=-cached.extras["el2n_curve"][0], min_per_class=2))
     assert not (tmp_path / "utility_el2n.npz").exists()
+
+
+def test_ratio_below_one_without_indicator_is_an_error_not_the_full_data():
+    labels, _ = toy()
+    cfg = ml_collections.ConfigDict(dict(indicator="none", ratio=0.1, utility_path="", stratum=0))
+    with pytest.raises(ValueError, match=r"ratio=0.1 with selection.indicator='none'.*'random'"):
+        gs.select_from_config(cfg, FakeDataset(labels), jax.random.key(0), min_per_class=1)
+
+
+def test_min_per_class_raising_the_ratio_is_reported(caplog):
+    """ipc=10 with ratio 0.05 on 3 classes of 140: 7 per class asked, 10 kept."""
+    labels = np.repeat(np.arange(3), 140).astype(np.int32)
+    cfg = ml_collections.ConfigDict(dict(indicator="random", ratio=0.05, utility_path="", stratum=0))
+    with caplog.at_level("WARNING"):
+        kept = gs.select_from_config(cfg, FakeDataset(labels), jax.random.key(0), min_per_class=10)
+    assert len(kept) == 30
+    summary = gs.selection_summary(kept, labels, 3, 0.05)
+    assert summary == {"requested_ratio": 0.05, "effective_ratio": 30 / 420, "num_kept": 30,
+                       "kept_per_class": [10, 10, 10], "raised_classes": 3}
+    assert gs.effective_ratio(kept, labels) == pytest.approx(1 / 14)
+    assert "min_per_class=10 (the IPC) raises 3 of 3 classes" in caplog.text
+    assert "effective ratio of 0.07143" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # 0.1 * 140 = 14 >= 10: nothing raised, nothing said
+        cfg.ratio = 0.1
+        kept = gs.select_from_config(cfg, FakeDataset(labels), jax.random.key(0), min_per_class=10)
+    assert len(kept) == 42 and caplog.text == ""
+    assert gs.selection_summary(kept, labels, 3, 0.1)["raised_classes"] == 0
+
+
+@pytest.mark.parametrize("name,content", [
+    ("scores.npz", b"0.1\n0.2\n0.3\n"),  # a text file: numpy's "pickled object data"
+    ("scores.txt", b"0.1 0.2 0.3"),
+    ("scores.json", b"[0.1, 0.2,"),        # broken JSON
+])
+def test_unreadable_utility_files_name_the_path_and_what_was_expected(tmp_path, name, content):
+    labels, _ = toy()
+    path = tmp_path / name
+    path.write_bytes(content)
+    cfg = ml_collections.ConfigDict(dict(indicator="file", ratio=0.5, utility_path=str(path), stratum=0,
+                                         keep="small"))
+    with pytest.raises(gu.UtilityFileError, match="utility.npz") as err:
+        gs.select_from_config(cfg, FakeDataset(labels), jax.random.key(0), min_per_class=1)
+    assert str(path) in str(err.value) and "GoldFromOres" in str(err.value)
+
+
+def test_truncated_utility_npz_names_the_path(tmp_path):
+    labels, scores = toy()
+    good = gu.save_utility(str(tmp_path / "u.npz"), gu.Utility(scores, labels, np.arange(len(labels)), "loss"))
+    data = open(good, "rb").read()
+    for cut in (len(data) // 2, 40):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(gu.UtilityFileError, match="not a readable .npz") as err:
+            gs.load_scores(str(bad), dataset_name="toy", labels=labels)
+        assert str(bad) in str(err.value) and "expected a gold utility.npz" in str(err.value)
 
 
 # ------------------------------------------------------------------- runtime pruning

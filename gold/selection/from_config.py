@@ -1,4 +1,4 @@
-"""``select_from_config``: the selection stage of every launcher (DESIGN.md CLI contract).
+"""``select_from_config``: the selection stage of every launcher.
 
 Config fields (``config.selection``):
 
@@ -9,7 +9,11 @@ Config fields (``config.selection``):
   :mod:`gold.selection.coreset`, scores for the budget of ``ratio``, cached as
   ``utility_<method>_<ratio>.npz``);
 * ``ratio``: kept fraction per class, in (0, 1]; 1 keeps everything (unless a stratum is
-  asked for);
+  asked for); below 1 it needs an indicator other than ``none`` (an error otherwise, never
+  a silent full-data run). Each class keeps ``max(round(ratio * n_c), min_per_class)``:
+  when ``min_per_class`` (the IPC of a real initialisation) is the larger, the run keeps
+  more than asked and a warning says so (:func:`selection_summary` gives the effective
+  ratio for ``result.json``);
 * ``utility_path``: a saved ``utility.npz`` (or an official GoldFromOres ``.json``; then
   ``criterion`` such as ``'LossConverge_large'`` or ``keep='small'|'large'`` gives its
   polarity, see :mod:`gold.selection.scores`);
@@ -31,6 +35,7 @@ Keys: the policy uses ``fold_in(key, 0)``; an on-the-fly indicator ``fold_in(key
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Optional
 
@@ -39,7 +44,7 @@ import numpy as np
 
 from gold.selection.coreset import METHODS as CORESET_METHODS
 from gold.selection.coreset import coreset_utility
-from gold.selection.policies import select
+from gold.selection.policies import keep_count, select
 from gold.selection.scores import load_scores
 from gold.utility import Utility, check_utility, compute_utility, load_utility, save_utility
 from gold.utility.defaults import INDICATORS, LOSS_FAMILY
@@ -47,6 +52,8 @@ from gold.utility.pipeline import scores_from_record
 
 SELECTION_INDICATORS: tuple[str, ...] = ("none", "random", *INDICATORS, "monte_carlo", "file",
                                           *CORESET_METHODS)
+
+_LOG = logging.getLogger(__name__)
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
@@ -110,6 +117,44 @@ def selection_utility(selection_cfg: Any, dataset: Any, key: jax.Array, *,
     return u
 
 
+def effective_ratio(kept: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of the training set a selection keeps: ``len(kept) / N``.
+
+    Args:
+      kept: int ``[M]`` indices of the kept samples; labels: int ``[N]`` training labels.
+    """
+    return len(kept) / max(len(labels), 1)
+
+
+def selection_summary(kept: np.ndarray, labels: np.ndarray, num_classes: int,
+                      ratio: float) -> dict:
+    """JSON-able facts of a class-wise selection (for ``result.json``).
+
+    Returns:
+      ``requested_ratio`` (``ratio``), ``effective_ratio`` (:func:`effective_ratio`),
+      ``num_kept``, ``kept_per_class`` (list of K counts) and ``raised_classes``: the
+      number of classes that keep more than ``round(ratio * n_c)`` (``min_per_class``,
+      e.g. the IPC, asked for more).
+    """
+    labels = np.asarray(labels)
+    per_class = np.bincount(labels[np.asarray(kept, np.int64)], minlength=num_classes)
+    sizes = np.bincount(labels, minlength=num_classes)
+    asked = np.array([keep_count(int(n), ratio, 0) if n else 0 for n in sizes])
+    return {"requested_ratio": float(ratio), "effective_ratio": effective_ratio(kept, labels),
+            "num_kept": int(len(kept)), "kept_per_class": [int(c) for c in per_class],
+            "raised_classes": int(np.sum(per_class > asked))}
+
+
+def _warn_if_raised(summary: dict, num_classes: int, min_per_class: int) -> None:
+    """One warning line when ``min_per_class`` made the selection keep more than asked."""
+    if summary["raised_classes"]:
+        _LOG.warning(
+            "selection.ratio=%g keeps more than asked: min_per_class=%d (the IPC) raises %d of "
+            "%d classes, so %d samples are kept, an effective ratio of %.4g",
+            summary["requested_ratio"], min_per_class, summary["raised_classes"], num_classes,
+            summary["num_kept"], summary["effective_ratio"])
+
+
 def select_from_config(selection_cfg: Any, dataset: Any, key: jax.Array, *,
                        min_per_class: int, workdir: Optional[str] = None) -> np.ndarray:
     """Sorted int64 indices of the training samples the run may use.
@@ -122,8 +167,11 @@ def select_from_config(selection_cfg: Any, dataset: Any, key: jax.Array, *,
       min_per_class: never keep fewer per class (IPC for real initialisation).
       workdir: cache folder for an on-the-fly indicator.
 
+    Logs a warning when ``min_per_class`` makes a class keep more than ``ratio`` asks.
+
     Raises:
-      ValueError: unknown indicator, ratio outside (0, 1], impossible request (see
+      ValueError: unknown indicator, ratio outside (0, 1], ratio < 1 without an
+        indicator, impossible request (see
         :func:`gold.selection.select`), a score file of another dataset.
     """
     indicator = _get(selection_cfg, "indicator", "none")
@@ -140,6 +188,12 @@ def select_from_config(selection_cfg: Any, dataset: Any, key: jax.Array, *,
     if indicator == "none":
         if stratum:
             raise ValueError("selection.stratum needs an indicator (got 'none')")
+        if ratio < 1.0:
+            raise ValueError(
+                f"selection.ratio={ratio:g} with selection.indicator='none' would select nothing: "
+                "set selection.indicator to 'random' or a utility indicator (e.g. 'loss', 'el2n', "
+                f"'forgetting'; valid: {', '.join(SELECTION_INDICATORS[1:])}), or ratio=1 for the "
+                "full data")
         return np.arange(n, dtype=np.int64)
     if ratio == 1.0 and not stratum:
         return np.arange(n, dtype=np.int64)
@@ -149,8 +203,10 @@ def select_from_config(selection_cfg: Any, dataset: Any, key: jax.Array, *,
             scores = np.asarray(jax.random.uniform(jax.random.fold_in(key, 2), (n,)))
             return select(None, labels, num_classes, policy="stratify", scores=scores,
                           stratum=stratum, num_strata=num_strata, min_per_class=min_per_class)
-        return select(k_policy, labels, num_classes, policy="random", ratio=ratio,
+        kept = select(k_policy, labels, num_classes, policy="random", ratio=ratio,
                       min_per_class=min_per_class)
+        _warn_if_raised(selection_summary(kept, labels, num_classes, ratio), num_classes, min_per_class)
+        return kept
     u = selection_utility(selection_cfg, dataset, key, workdir=workdir)
     if stratum:
         return select(None, labels, num_classes, policy="stratify", scores=u.scores,
@@ -162,9 +218,12 @@ def select_from_config(selection_cfg: Any, dataset: Any, key: jax.Array, *,
     if policy == "greedy_diverse" and features is None:
         raise ValueError("selection.policy='greedy_diverse' needs features: use a utility "
                          "computed with save_features=True")
-    return select(k_policy, labels, num_classes, policy=policy, ratio=ratio, scores=u.scores,
+    kept = select(k_policy, labels, num_classes, policy=policy, ratio=ratio, scores=u.scores,
                   min_per_class=min_per_class, features=features,
                   num_clusters=int(_get(selection_cfg, "num_clusters", 0)))
+    _warn_if_raised(selection_summary(kept, labels, num_classes, ratio), num_classes, min_per_class)
+    return kept
 
 
-__all__ = ["SELECTION_INDICATORS", "select_from_config", "selection_utility"]
+__all__ = ["SELECTION_INDICATORS", "effective_ratio", "select_from_config", "selection_summary",
+           "selection_utility"]

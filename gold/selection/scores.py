@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from gold.utility.artifact import Utility, check_utility, load_utility
+from gold.utility.artifact import EXPECTED, Utility, UtilityFileError, check_utility, load_utility
 
 # Dataset prefixes used by the official JSON file names -> our dataset names.
 _OFFICIAL_NAMES = {"mnist": "mnist", "cifar10": "cifar10", "cifar100": "cifar100",
@@ -70,13 +70,17 @@ def load_json_scores(path: str, *, criterion: Optional[str] = None,
                      keep: Optional[str] = None) -> tuple[np.ndarray, str]:
     """Utility float32 ``[N]`` from an official flat-list JSON file, and the dataset its
     name announces (``''`` if none)."""
-    with open(path, encoding="utf-8") as f:
-        values = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UtilityFileError(f"{path}: not valid JSON ({type(e).__name__}: {e}); expected "
+                               f"{EXPECTED}") from e
     if isinstance(values, dict) and "scores" in values:
         values = values["scores"]
     if not isinstance(values, list) or not values or not all(
             isinstance(v, (int, float)) or v is None for v in values):
-        raise ValueError(f"{path}: expected a flat JSON list of per-sample numbers")
+        raise UtilityFileError(f"{path}: expected a flat JSON list of per-sample numbers")
     arr = np.asarray([np.nan if v is None else v for v in values], np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{path}: {int(np.sum(~np.isfinite(arr)))} NaN/inf/null scores")

@@ -13,7 +13,8 @@
 Entry points: :func:`compute_utility` (library) and :func:`run` (``launch/utility.py``).
 """
 
-from gold.utility.artifact import FILE_NAME, Utility, check_utility, load_utility, save_utility
+from gold.utility.artifact import (FILE_NAME, Utility, UtilityFileError, check_utility, load_utility,
+                                   save_utility)
 from gold.utility.defaults import FEATURE_FAMILY, INDICATORS, LOSS_FAMILY, default_settings
 from gold.utility.diversity import DiversityStats, count_outliers, diversity, outlier_mask
 from gold.utility.features import (cluster_distance, cluster_scores, default_init_indices,
@@ -27,7 +28,7 @@ from gold.utility.smoothing import gaussian_smooth, smoothed_value, smoothing_ma
 
 __all__ = [
     "FEATURE_FAMILY", "FILE_NAME", "INDICATORS", "LOSS_FAMILY", "DiversityStats",
-    "TrainSettings", "TrialStats", "Utility", "check_indicator", "check_utility",
+    "TrainSettings", "TrialStats", "Utility", "UtilityFileError", "check_indicator", "check_utility",
     "cluster_distance", "cluster_scores", "compute_utility", "count_outliers",
     "default_init_indices", "default_settings", "density_scores", "diversity",
     "el2n_scores", "forgetting_scores", "gap_features", "gaussian_smooth", "init_distance",

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
+import zlib
 from typing import Any, Optional
 
 import numpy as np
@@ -27,6 +29,13 @@ import numpy as np
 from gold.workdir import to_jsonable, write_json
 
 FILE_NAME = "utility.npz"
+EXPECTED = ("a gold utility.npz (written by launch/utility.py or gold.utility.save_utility) or "
+            "an official GoldFromOres score .json list")
+
+
+class UtilityFileError(ValueError):
+    """A score file that cannot be read: the message names the path, what went wrong and
+    what was expected (:data:`EXPECTED`)."""
 
 
 @dataclasses.dataclass
@@ -124,21 +133,29 @@ def save_utility(path: str, u: Utility) -> str:
 
 
 def load_utility(path: str) -> Utility:
-    """Read a utility written by :func:`save_utility` (``.npz`` path or its directory).
+    """Read a utility written by :func:`save_utility` (the ``.npz`` file, or its
+    directory).
 
     Raises:
-      FileNotFoundError: no such file. ValueError: not a utility file.
+      FileNotFoundError: no such file. UtilityFileError: not a readable utility file
+        (e.g. a text file, a truncated download, an ``.npz`` without ``scores``).
     """
-    npz, meta_path = _paths(path)
+    npz, meta_path = (path, None) if os.path.isfile(path) else _paths(path)
     if not os.path.exists(npz):
         raise FileNotFoundError(f"no utility file at {npz}")
-    with np.load(npz, allow_pickle=False) as f:
-        if "scores" not in f.files:
-            raise ValueError(f"{npz} is not a utility file (no 'scores' array; has {f.files})")
-        data = {k: f[k] for k in f.files}
+    try:
+        with np.load(npz, allow_pickle=False) as f:
+            if "scores" not in f.files:
+                raise UtilityFileError(f"{npz}: no 'scores' array (has {f.files}); expected {EXPECTED}")
+            data = {k: f[k] for k in f.files}
+    except UtilityFileError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
+        raise UtilityFileError(f"{npz}: not a readable .npz ({type(e).__name__}: {e}); "
+                               f"expected {EXPECTED}") from e
     if "meta" in data:
         meta = json.loads(str(data["meta"]))
-    elif os.path.exists(meta_path):
+    elif meta_path and os.path.exists(meta_path):
         with open(meta_path, encoding="utf-8") as fh:
             meta = json.load(fh)
     else:
@@ -180,4 +197,5 @@ def check_utility(u: Utility, dataset_name: str, labels: np.ndarray,
             "the scores are for another sample order")
 
 
-__all__ = ["FILE_NAME", "Utility", "check_utility", "load_utility", "save_utility"]
+__all__ = ["EXPECTED", "FILE_NAME", "Utility", "UtilityFileError", "check_utility", "load_utility",
+           "save_utility"]
