@@ -5,7 +5,8 @@ Run (paper / ref setting, CIFAR-10 with ZCA for MTT IPC 1 and 10):
   (100 experts x 50 epochs; the ref trains them one by one, here 10 at a time vmapped)
 Then distil with `--config.buffer_dir=/data/buffers/cifar10_zca` (configs/mtt.py).
 
-CPU-sized MNIST buffer (the MTT issue's check, 26 min on 2 busy cores; see configs/mtt.py):
+`--config=configs/buffer.py:mnist,runlocal`: 2 experts x 3 epochs at width 32 on 100 images
+per class (seconds). CPU-sized MNIST buffer (26 min on 2 busy cores; see configs/mtt.py):
   python launch/buffer.py --config=configs/buffer.py:mnist --workdir=/tmp/mtt_runs/buffer_mnist1k_w32 \
       --config.model.width=32 --config.num_experts=5 --config.epochs=4 \
       --config.experts_per_chunk=1 --config.data.train_per_class=1000
@@ -28,6 +29,7 @@ Interrupted? Rerun the same command: finished chunks are kept, missing ones trai
 
 import ml_collections
 
+from gold import config_utils
 from gold.configs import common
 from gold.configs import dc
 
@@ -35,8 +37,9 @@ from gold.configs import dc
 _ZCA_DEFAULT = ("cifar10", "cifar10_jpeg", "cifar100")
 
 
-def get_config(dataset: str = "cifar10") -> ml_collections.ConfigDict:
-    """Expert-buffer settings for `dataset`."""
+def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
+    """Expert-buffer settings for `dataset` (argument `dataset[,runlocal]`)."""
+    dataset, options = common.parse_arg(arg, "cifar10")
     config = ml_collections.ConfigDict()
     config.data = common.data(dataset)
     config.data.zca = dataset in _ZCA_DEFAULT
@@ -52,10 +55,10 @@ def get_config(dataset: str = "cifar10") -> ml_collections.ConfigDict:
     config.momentum = 0.0          # ref: SGD(momentum=0, weight_decay=0)
     config.weight_decay = 0.0
     config.batch_size = 256        # ref --batch_train
-    config.dsa_strategy = dc.DSA_STRATEGY  # 'none' trains without augmentation
+    config.dsa_strategy = config_utils.dsa_strategy(dataset)  # "none" trains without augmentation
     config.experts_per_chunk = 10  # experts per vmapped program and per file (ref save_interval)
     config.expert_mode = "auto"    # auto (vmap on GPU/TPU, loop on CPU) | vmap | sequential
     config.dtype = "float32"       # float32 | bfloat16 (half the disk / memory)
     config.test_batch_size = 1000
     config.max_test = 0            # > 0: test the experts on the first n test images only
-    return config
+    return common.apply_options(config, options)

@@ -1,7 +1,14 @@
-"""Shared config blocks (DESIGN.md CLI contract). Every `get_config` starts here."""
+"""Shared config blocks. Every `get_config` starts here.
+
+Config arguments follow big_vision's pattern: `--config=configs/train.py:mnist,runlocal`
+passes `'mnist,runlocal'` to `get_config`, which splits it with :func:`parse_arg` and
+finishes with :func:`apply_options`. The option `runlocal` shrinks the run to CPU size
+with the same code path (:func:`runlocal`).
+"""
 
 import math
 import os
+from typing import Any
 
 import ml_collections
 
@@ -12,10 +19,100 @@ from gold import data as gdata
 _MNIST_LIKE = ("mnist", "fashion_mnist")
 
 
+# Options a config argument may carry after its positional parts.
+OPTIONS = ("runlocal",)
+
+
+def parse_arg(arg: str, default: str = "") -> tuple[str, frozenset]:
+    """Split a config argument into its positional part and its options.
+
+    `'mnist,runlocal'` -> `('mnist', {'runlocal'})`; `'dc,mnist'` -> `('dc,mnist', {})`;
+    `''` -> `(default, {})`. Option words are those of :data:`OPTIONS`.
+    """
+    parts = [p.strip() for p in (arg or "").replace(":", ",").split(",") if p.strip()]
+    options = frozenset(p for p in parts if p in OPTIONS)
+    positional = ",".join(p for p in parts if p not in OPTIONS)
+    return positional or default, options
+
+
+def _set_existing(config: Any, path: str, value: Any) -> None:
+    """Set dotted `path` of `config` to `value` (or `value(old)`) if the field exists."""
+    node = config
+    *parents, leaf = path.split(".")
+    for p in parents:
+        if p not in node or not hasattr(node[p], "keys"):
+            return
+        node = node[p]
+    if leaf in node:
+        node[leaf] = value(node[leaf]) if callable(value) else value
+
+
+# Dotted field -> value (or function of the current value) applied by runlocal to the
+# fields a config has.
+_RUNLOCAL = {
+    "data.train_per_class": 100,
+    "data.test_per_class": 50,
+    "model.width": 32,
+    "iterations": lambda v: min(int(v), 10),
+    "batch_real": lambda v: min(int(v), 32),
+    "checkpoint_every": lambda v: min(int(v), 5) if v else v,
+    "log_every": lambda v: min(int(v), 5),
+    "eval_every": 0,
+    "eval.num_models": lambda v: min(int(v), 1) if v else v,
+    "eval.epochs": lambda v: min(int(v), 20) if v else v,
+    "eval.max_test": 500,
+    # utility (top level of configs/utility.py, selection.utility.* of the experiments)
+    "trials": lambda v: min(int(v), 2),
+    "trials_per_chunk": 0,
+    "selection.utility.trials": lambda v: min(int(v), 2),
+    "selection.utility.epochs": lambda v: min(int(v), 3),
+    "selection.utility.model.width": 32,
+    # classifier / utility / buffer epochs
+    "epochs": lambda v: min(int(v), 3),
+    # buffer
+    "num_experts": lambda v: min(int(v), 2),
+    "experts_per_chunk": 1,
+    "max_test": 500,
+    # experiments
+    "repeats": 1,
+    "full_repeats": lambda v: min(int(v), 1),
+    "ratios": lambda v: (tuple(v)[len(v) // 2], tuple(v)[-1]) if len(v) > 1 else tuple(v),
+    "selection.num_strata": lambda v: min(int(v), 3),
+    "monte_carlo.trials": lambda v: min(int(v), 8),
+    "monte_carlo.chunk": lambda v: min(int(v), 4),
+    "monte_carlo.subset_ratio": lambda v: max(float(v), 0.2),
+    "monte_carlo.sequential_check": 0,
+    "models": lambda v: tuple(v)[:2],
+}
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink `config` in place to a run of seconds to a few minutes on a CPU.
+
+    Same code path, smaller numbers, applied only to the fields `config` has: 100 train /
+    50 test images per class, ConvNet width 32, <= 10 iterations, 1 evaluation model x
+    20 epochs on 500 test images, utility 2 trials x 3 epochs, classifier / expert
+    epochs <= 3, 2 experts, 1 repeat, the 2 largest sweep ratios, 3 strata, 8
+    Monte-Carlo subsets, sweep ratios: the grid's middle and largest. Returns `config`.
+    """
+    for path, value in _RUNLOCAL.items():
+        _set_existing(config, path, value)
+    return config
+
+
+def apply_options(config: ml_collections.ConfigDict, options: frozenset) -> ml_collections.ConfigDict:
+    """Apply the options :func:`parse_arg` found (`runlocal`); returns `config`."""
+    if "runlocal" in options:
+        runlocal(config)
+    return config
+
+
 def data(name: str) -> ml_collections.ConfigDict:
-    """`data.name`, `data.dir` (default $GOLD_DATA_DIR), `data.zca`."""
+    """`data.name`, `data.dir` (default $GOLD_DATA_DIR), `data.zca`, and the per-class
+    caps `data.train_per_class` / `data.test_per_class` (0 = all)."""
     return ml_collections.ConfigDict(
-        {"name": name, "dir": os.environ.get("GOLD_DATA_DIR", ""), "zca": False}
+        {"name": name, "dir": os.environ.get("GOLD_DATA_DIR", ""), "zca": False,
+         "train_per_class": 0, "test_per_class": 0}
     )
 
 

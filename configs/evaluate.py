@@ -26,7 +26,8 @@ from gold.experiments.cross_arch import PAPER_MODELS
 
 
 def get_config(arg: str = ""):
-    del arg
+    """Argument: '' or 'runlocal' (1 model x 20 epochs on 2 architectures)."""
+    _, options = common.parse_arg(arg)
     config = ml_collections.ConfigDict()
     config.synthetic = ""
     config.labels = ()
@@ -37,4 +38,4 @@ def get_config(arg: str = ""):
         "num_models": 0, "epochs": 0, "batch_size": 0, "lr": 0.0, "augment": "",
         "test_batch_size": 0, "max_test": 0,
     })
-    return config
+    return common.apply_options(config, options)

@@ -30,12 +30,13 @@ Fields beyond the DC config (configs/dc.py):
 
 import ml_collections
 
+from gold.configs import common
 from gold.configs.sweep import algorithm_config, parse_arg
 from gold.experiments.monte_carlo import PAPER_SETTINGS
 
 
 def get_config(arg: str = "dc,mnist"):
-    algorithm, dataset = parse_arg(arg)
+    algorithm, dataset, options = parse_arg(arg)
     config = algorithm_config(algorithm, dataset)
     config.ipc = 1
     ratio, trials = PAPER_SETTINGS.get(dataset, (0.05, 1000))
@@ -44,9 +45,9 @@ def get_config(arg: str = "dc,mnist"):
         "subset_ratio": ratio,
         "balanced": False,
         "chunk": 16,
-        "crn": True,
+        "crn": False,
         "sequential_check": 0,
         "convergence": (),
         "mode": "hybrid",
     })
-    return config
+    return common.apply_options(config, options)

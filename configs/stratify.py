@@ -17,11 +17,12 @@ Fields beyond the distillation config of configs/<algorithm>.py:
   analysis.*  diversity / outlier features
 """
 
+from gold.configs import common
 from gold.configs.sweep import algorithm_config, analysis, parse_arg, utility_settings
 
 
 def get_config(arg: str = "dc,mnist"):
-    algorithm, dataset = parse_arg(arg)
+    algorithm, dataset, options = parse_arg(arg)
     config = algorithm_config(algorithm, dataset)
     config.selection.indicator = "loss"
     config.selection.num_strata = 10
@@ -29,4 +30,4 @@ def get_config(arg: str = "dc,mnist"):
     config.repeats = 1
     config.strata = ()
     config.analysis = analysis()
-    return config
+    return common.apply_options(config, options)

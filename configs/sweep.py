@@ -11,8 +11,8 @@ Run (CPU size, MNIST DC IPC 1, random vs loss on a short grid; ~1 h each on 2 co
 Paper (full 1000-iteration DC, 5 repeats): CIFAR-10 DC IPC 1 gamma(random) = 10%,
 gamma(loss) = 0.5%; MNIST full 91.8 +- 0.2.
 
-The argument is '<algorithm>,<dataset>' (default algorithm dc): the distillation config
-of configs/<algorithm>.py, plus
+The argument is '<algorithm>,<dataset>[,runlocal]' (default algorithm dc; runlocal
+shrinks everything to CPU size): the distillation config of configs/<algorithm>.py, plus
   ratios        kept fractions (default: the paper grid 0.02% .. 90%)
   repeats       runs per ratio (5; seeds seed, seed+1, ...)
   full_repeats  full-data runs (0 = repeats)
@@ -38,15 +38,17 @@ from gold.utility.defaults import default_settings
 # eval.*, selection.*) is overridden the same way as for launch/distill.py.
 
 
-def parse_arg(arg: str, default_algorithm: str = "dc") -> tuple[str, str]:
-    """``'dc,mnist'`` / ``'dc:mnist'`` / ``'mnist'`` -> (algorithm, dataset)."""
-    arg = (arg or "mnist").replace(":", ",")
-    parts = [p for p in arg.split(",") if p]
+def parse_arg(arg: str, default_algorithm: str = "dc") -> tuple[str, str, frozenset]:
+    """``'dc,mnist'`` / ``'dc:mnist'`` / ``'mnist'`` (each optionally followed by
+    ``,runlocal``) -> (algorithm, dataset, options)."""
+    positional, options = common.parse_arg(arg, "mnist")
+    parts = positional.split(",")
     if len(parts) == 1:
-        return default_algorithm, parts[0]
+        return default_algorithm, parts[0], options
     if len(parts) == 2:
-        return parts[0], parts[1]
-    raise ValueError(f"config argument must be '<algorithm>,<dataset>' or '<dataset>', got {arg!r}")
+        return parts[0], parts[1], options
+    raise ValueError(f"config argument must be '<algorithm>,<dataset>[,runlocal]' or "
+                     f"'<dataset>[,runlocal]', got {arg!r}")
 
 
 def algorithm_config(algorithm: str, dataset: str) -> ml_collections.ConfigDict:
@@ -56,7 +58,7 @@ def algorithm_config(algorithm: str, dataset: str) -> ml_collections.ConfigDict:
       ValueError: no config file for ``algorithm``.
     """
     try:
-        module = importlib.import_module(f"configs.{algorithm}")
+        module = importlib.import_module(f"gold.configs.{algorithm}")
     except ModuleNotFoundError as err:
         raise ValueError(f"no config for algorithm {algorithm!r} (configs/{algorithm}.py)") from err
     return module.get_config(dataset)
@@ -85,7 +87,7 @@ def analysis() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = "dc,mnist"):
-    algorithm, dataset = parse_arg(arg)
+    algorithm, dataset, options = parse_arg(arg)
     config = algorithm_config(algorithm, dataset)
     config.ratios = PAPER_RATIOS
     config.repeats = 5
@@ -95,4 +97,4 @@ def get_config(arg: str = "dc,mnist"):
     config.selection.indicator = "random"
     config.selection.utility = utility_settings(dataset)
     config.analysis = analysis()
-    return config
+    return common.apply_options(config, options)

@@ -4,6 +4,9 @@ Run:
   python launch/train.py --config=configs/train.py:mnist --workdir=/tmp/train \
       --config.model.width=32 --config.epochs=1
 Expected: >= 95% test accuracy on MNIST after one epoch at width 32 (~1 min on 2 CPUs).
+Writes config.json, metrics.csv, TensorBoard events, checkpoints/ (every
+`checkpoint_every` epochs) and result.json; rerunning the same command resumes.
+`--config=configs/train.py:mnist,runlocal` shrinks the run to CPU size.
 """
 
 import ml_collections
@@ -23,7 +26,8 @@ _DEFAULTS = {
 }
 
 
-def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
+def get_config(arg: str = "digits") -> ml_collections.ConfigDict:
+    dataset, options = common.parse_arg(arg, "digits")
     epochs, batch_size, lr = _DEFAULTS.get(dataset, (30, 256, 0.01))
     config = ml_collections.ConfigDict()
     config.data = common.data(dataset)
@@ -36,4 +40,5 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
     config.momentum = 0.9
     config.weight_decay = 5e-4
     config.augment = "none"
-    return config
+    config.checkpoint_every = 1  # epochs between checkpoints (0 = none)
+    return common.apply_options(config, options)

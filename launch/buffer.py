@@ -8,22 +8,18 @@ config.json, metrics.csv and result.json into --workdir; rerunning with the same
 `--config.buffer_dir=DIR`.
 """
 
-import _setup  # puts the repo root on sys.path for `configs`
-from absl import app
+import _setup  # noqa: F401  (repo root on sys.path)
 
+from gold import cli, config_docs
 from gold.distill.buffer import run
 
-_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
-    "Path to a configs/*.py file.", "Directory of the expert buffer.")
 
-
-def main(argv):
-    del argv
-    result = run(_CONFIG.value, _WORKDIR.value)
+def main(config, workdir: str) -> None:
+    result = run(config, workdir)
     print(f"buffer {result['buffer_dir']}: {result['num_experts']} experts x {result['epochs']} epochs, "
           f"expert test accuracy {result['test_accuracy_mean']:.2f}+-{result['test_accuracy_std']:.2f}%, "
           f"seconds={result['seconds']:.1f}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main, __doc__, config_docs.BUFFER)

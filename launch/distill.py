@@ -6,22 +6,17 @@ metrics.csv, result.json, synthetic.npz and synthetic.png into --workdir; rerunn
 the same --workdir resumes from the newest checkpoint.
 """
 
-import _setup  # puts the repo root on sys.path for `configs`
-from absl import app, logging
+import _setup  # noqa: F401  (repo root on sys.path)
 
+from gold import cli
 from gold.distill.loop import run
 
-_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
-    "Path to a configs/*.py file.", "Directory for checkpoints and results.")
 
-
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out of the log
-    result = run(_CONFIG.value, _WORKDIR.value)
+def main(config, workdir: str) -> None:
+    result = run(config, workdir)
     print(f"accuracy={result['accuracy_mean']:.2f}+-{result['accuracy_std']:.2f}% "
           f"num_real={result['num_real']} seconds={result['seconds']:.1f}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main, __doc__)

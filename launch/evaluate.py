@@ -6,21 +6,17 @@ set and writes result.json, table.csv, table.md and cross_arch.png (finished cel
 cached under cells/ and reused on a rerun). See configs/evaluate.py.
 """
 
-import _setup  # puts the repo root on sys.path for `configs`
-from absl import app
+import _setup  # noqa: F401  (repo root on sys.path)
 
+from gold import cli, config_docs
 from gold.experiments.cross_arch import markdown, run
 
-_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
-    "Path to configs/evaluate.py.", "Output directory.")
 
-
-def main(argv):
-    del argv
-    result = run(_CONFIG.value, _WORKDIR.value)
+def main(config, workdir: str) -> None:
+    result = run(config, workdir)
     print(markdown(result))
     print(f"seconds={result['seconds']:.1f}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main, __doc__, config_docs.EVALUATE)

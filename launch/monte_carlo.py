@@ -7,22 +7,18 @@ convergence table / plot; rerunning with the same --workdir skips finished chunk
 See configs/monte_carlo.py for a CPU-size command.
 """
 
-import _setup  # puts the repo root on sys.path for `configs`
-from absl import app
+import _setup  # noqa: F401  (repo root on sys.path)
 
+from gold import cli, config_docs
 from gold.experiments.monte_carlo import run
 
-_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
-    "Path to configs/monte_carlo.py[:<algo>,<dataset>].", "Output directory (resumable).")
 
-
-def main(argv):
-    del argv
-    r = run(_CONFIG.value, _WORKDIR.value)
+def main(config, workdir: str) -> None:
+    r = run(config, workdir)
     last = r["convergence"][-1]
     print(f"trials={r['trials']} subset_size={r['subset_size']} seconds_per_trial={r['seconds_per_trial']:.2f} "
           f"spearman@{last['total_trials']}={last['spearman']} utility={r['utility_path']}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main, __doc__, config_docs.MONTE_CARLO)

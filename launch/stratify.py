@@ -7,18 +7,14 @@ strata.png and one sub-run per stratum under points/ (finished ones are skipped 
 rerun). See configs/stratify.py for a CPU-size command and the fields.
 """
 
-import _setup  # puts the repo root on sys.path for `configs`
-from absl import app
+import _setup  # noqa: F401  (repo root on sys.path)
 
+from gold import cli, config_docs
 from gold.experiments.stratify import run
 
-_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
-    "Path to configs/stratify.py[:<algo>,<dataset>].", "Experiment directory (resumable).")
 
-
-def main(argv):
-    del argv
-    result = run(_CONFIG.value, _WORKDIR.value)
+def main(config, workdir: str) -> None:
+    result = run(config, workdir)
     for row in result["strata"]:
         div = row.get("diversity")
         print(f"S{row['stratum']}: {row['accuracy_mean']:.2f}+-{row['accuracy_std']:.2f}"
@@ -27,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main, __doc__, config_docs.STRATIFY)

@@ -7,23 +7,19 @@ with the same --workdir skips the finished points. See configs/sweep.py for a CP
 command and the fields.
 """
 
-import _setup  # puts the repo root on sys.path for `configs`
-from absl import app
+import _setup  # noqa: F401  (repo root on sys.path)
 
+from gold import cli, config_docs
 from gold.experiments.gamma import format_ratio
 from gold.experiments.sweep import run
 
-_CONFIG, _WORKDIR = _setup.config_and_workdir_flags(
-    "Path to configs/sweep.py[:<algo>,<dataset>].", "Experiment directory (resumable).")
 
-
-def main(argv):
-    del argv
-    result = run(_CONFIG.value, _WORKDIR.value)
+def main(config, workdir: str) -> None:
+    result = run(config, workdir)
     print(f"gamma={format_ratio(result['gamma'])} found={result['gamma_found']} "
           f"full={result['full']['accuracy_mean']:.2f}+-{result['full']['accuracy_std']:.2f} "
           f"seconds={result['seconds']:.1f}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main, __doc__, config_docs.SWEEP)

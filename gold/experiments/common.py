@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
 import os
 from typing import Any, Callable, Optional, Sequence
@@ -62,15 +61,17 @@ def distill_config(config: Any, drop: Sequence[str]) -> Any:
     return cfg
 
 
+# Fields that do not make a finished point's result stale: where the data is read from,
+# log / checkpoint cadence, the evaluation settings. Unlike a single distillation, where
+# more `iterations` extend the run, a finished point with other iterations is another point.
+HARMLESS_FIELDS: tuple[str, ...] = ("data.dir", "eval_every", "checkpoint_every", "log_every", "eval",
+                                    "workdir")
+
+
 def config_diff(old: Any, new: Any, ignore: Sequence[str] = ()) -> list[str]:
     """Significant differences ``field: old -> new`` between two configs (dicts or
-    ConfigDicts), ignoring ``gold.distill.loop.HARMLESS_FIELDS`` and ``ignore``
-    (dotted prefixes)."""
-    from gold.distill.loop import config_differences
-
-    a = json.loads(json.dumps(gwork.to_jsonable(old)))
-    b = json.loads(json.dumps(gwork.to_jsonable(new)))
-    diffs = config_differences(a, b)
+    ConfigDicts), ignoring :data:`HARMLESS_FIELDS` and ``ignore`` (dotted prefixes)."""
+    diffs = gwork.config_differences(old, new, HARMLESS_FIELDS)
     return [d for d in diffs if not any(d.startswith(f"{p}:") or d.startswith(f"{p}.") for p in ignore)]
 
 

@@ -110,6 +110,8 @@ def run(config: Any, workdir: str) -> dict:
     if labels and len(labels) != len(sets):
         raise ValueError(f"{len(labels)} labels for {len(sets)} synthetic sets")
     workdir = os.path.abspath(workdir)
+    # More sets, models or labels extend the table; anything else (the seed) is another run.
+    common.check_experiment_workdir(workdir, config, ignore=("synthetic", "models", "labels"))
     gwork.prepare_workdir(workdir, config)
     cells = os.path.join(workdir, "cells")
     os.makedirs(cells, exist_ok=True)

@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from gold import progress
 from gold import workdir as gwork
 from gold.experiments import analysis, common, plots
 from gold.experiments.gamma import RULES, critical_ratio, format_ratio, validate_ratios
@@ -111,6 +112,7 @@ def run(config: Any, workdir: str, runner: Optional[common.Runner] = None) -> di
 
     results: dict[Optional[float], list[dict]] = {}
     first_indices: dict[Optional[float], Optional[np.ndarray]] = {}
+    bar = progress.bar(len(points), "sweep points")
     for i, (name, ratio, rep) in enumerate(points):
         if ratio is None:
             over = {"selection.indicator": "none", "selection.ratio": 1.0,
@@ -126,6 +128,8 @@ def run(config: Any, workdir: str, runner: Optional[common.Runner] = None) -> di
         common.log(f"[sweep {i + 1}/{len(points)}] {name}: {res['accuracy_mean']:.2f} +- "
                    f"{res.get('accuracy_std', 0.0):.2f} (num_real={res.get('num_real')}"
                    f"{', cached' if cached else ''})")
+        bar.update(1)
+    bar.close()
 
     full = common.repeat_stats(results[None])
     rows = []

@@ -49,6 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gold import nn as gnn
+from gold import progress
+from gold.checkpoint import Checkpointer
 from gold.utility.smoothing import smoothed_value
 
 LogFn = Callable[[int, dict], None]  # (global epoch step, scalars) -> None
@@ -201,6 +203,12 @@ def _programs(model: nn.Module, settings: "TrainSettings"):
     return tx, init, make_epoch_fn(model, tx, settings.batch_size, mode=settings.trial_mode)
 
 
+def _chunk_record(n: int, size: int) -> dict:
+    """Per-chunk forgetting bookkeeping: previous / ever correct, forgetting events."""
+    return {"prev": np.zeros((size, n), bool), "ever": np.zeros((size, n), bool),
+            "forgot": np.zeros((size, n), np.int32)}
+
+
 def train_trials(
     model: nn.Module,
     x: jax.Array,
@@ -210,8 +218,13 @@ def train_trials(
     *,
     log: Optional[LogFn] = None,
     keep_first: bool = True,
+    checkpointer: Optional[Checkpointer] = None,
+    checkpoint_every: int = 1,
 ) -> TrialStats:
     """Train ``settings.trials`` networks on ``(x, y)`` and average their per-sample records.
+
+    Progress is counted in trial-epochs: step ``s = c * E + e`` is epoch ``e`` (1-based)
+    of chunk ``c``; a progress bar (:mod:`gold.progress`) shows it.
 
     Args:
       model: a Flax classifier (``__call__(x, train) -> logits``).
@@ -222,52 +235,87 @@ def train_trials(
         'train_loss', 'train_acc', 'seconds'})``; ``train_*`` are means over the chunk.
       keep_first: keep trial 0's trained variables (the feature extractor of the
         feature indicators).
+      checkpointer: where to save the running sums (and, mid-chunk, the chunk's network
+        states) every ``checkpoint_every`` steps and at the end; its newest checkpoint
+        is resumed from, giving the same statistics as an uninterrupted run.
+      checkpoint_every: steps between checkpoints (0 = only the final one).
     """
     start = time.time()
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.int32)
     n, e_total = x.shape[0], settings.epochs
+    shape = tuple(x.shape[1:])
     _, init, epoch_fn = _programs(model, dataclasses.replace(settings, trials=1, epochs=1, trials_per_chunk=1))
-    loss_sum = np.zeros((e_total, n), np.float32)
-    corr_sum = np.zeros((e_total, n), np.float32)
-    el2n_sum = np.zeros((e_total, n), np.float32)
-    forget_sum = np.zeros(n, np.float32)
-    train_loss = np.zeros((settings.trials, e_total), np.float32)
+    chunks = settings.chunks()
+    total = len(chunks) * e_total
+    sums = {"loss": np.zeros((e_total, n), np.float32), "corr": np.zeros((e_total, n), np.float32),
+            "el2n": np.zeros((e_total, n), np.float32), "forget": np.zeros(n, np.float32),
+            "train_loss": np.zeros((settings.trials, e_total), np.float32)}
     first = None
-    step = 0
-    for c, trials in enumerate(settings.chunks()):
+    step0 = 0 if checkpointer is None else (checkpointer.latest_step() or 0)
+    resumed_chunk = None
+    if step0:
+        c0 = step0 // e_total
+        like: dict = {"sums": sums}
+        if step0 % e_total:
+            states_like = init(trial_keys(key, chunks[c0]), shape)
+            like["chunk"] = {"states": states_like, **_chunk_record(n, len(chunks[c0]))}
+        if keep_first and step0 >= e_total:
+            like["first"] = jax.tree.map(lambda a: a[0], init(trial_keys(key, chunks[0]), shape).variables)
+        restored = checkpointer.restore(step0, like)
+        sums = {k: np.array(v) for k, v in restored["sums"].items()}
+        resumed_chunk = restored.get("chunk")
+        first = None if "first" not in restored else jax.tree.map(jnp.asarray, restored["first"])
+    bar = progress.bar(total, "utility trial-epochs", initial=step0)
+    for c, trials in enumerate(chunks):
+        if (c + 1) * e_total <= step0:
+            continue  # finished before the checkpoint
         keys = trial_keys(key, trials)
-        states = init(keys, tuple(x.shape[1:]))
         ekeys = epoch_keys(keys, e_total)
-        prev = np.zeros((len(trials), n), bool)
-        ever = np.zeros((len(trials), n), bool)
-        forgot = np.zeros((len(trials), n), np.int32)
-        for e in range(e_total):
+        e_start = step0 - c * e_total if c * e_total < step0 else 0
+        if e_start:
+            states = jax.tree.map(jnp.asarray, resumed_chunk["states"])
+            rec_c = {k: np.array(resumed_chunk[k]) for k in ("prev", "ever", "forgot")}
+        else:
+            states = init(keys, shape)
+            rec_c = _chunk_record(n, len(trials))
+        for e in range(e_start, e_total):
             states, mean_loss, rec = epoch_fn(states, ekeys[:, e], x, y)
             loss_e, corr_e, el2n_e = (np.asarray(a) for a in rec)
             if not np.all(np.isfinite(loss_e)):
                 raise FloatingPointError(
                     f"non-finite per-sample loss at epoch {e + 1} (trials {trials.start}.."
                     f"{trials.stop - 1}); lower the learning rate ({settings.lr})")
-            loss_sum[e] += loss_e.sum(0)
-            corr_sum[e] += corr_e.sum(0)
-            el2n_sum[e] += el2n_e.sum(0)
+            sums["loss"][e] += loss_e.sum(0)
+            sums["corr"][e] += corr_e.sum(0)
+            sums["el2n"][e] += el2n_e.sum(0)
             cur = corr_e > 0.5
-            forgot += (prev & ~cur)
-            ever |= cur
-            prev = cur
-            train_loss[trials.start:trials.stop, e] = np.asarray(mean_loss)
-            step += 1
+            rec_c["forgot"] += (rec_c["prev"] & ~cur)
+            rec_c["ever"] |= cur
+            rec_c["prev"] = cur
+            sums["train_loss"][trials.start:trials.stop, e] = np.asarray(mean_loss)
+            step = c * e_total + e + 1
             if log is not None:
                 log(step, {"chunk": c, "epoch": e + 1, "train_loss": float(np.mean(mean_loss)),
                            "train_acc": float(corr_e.mean()), "seconds": time.time() - start})
-        forget_sum += np.where(ever, forgot, e_total).sum(0)
-        if keep_first and c == 0:
-            first = jax.tree.map(lambda a: a[0], states.variables)
+            if e + 1 == e_total:
+                sums["forget"] += np.where(rec_c["ever"], rec_c["forgot"], e_total).sum(0)
+                if keep_first and c == 0:
+                    first = jax.tree.map(lambda a: a[0], states.variables)
+            if checkpointer is not None and (step == total or (checkpoint_every and step % checkpoint_every == 0)):
+                payload: dict = {"sums": sums}
+                if step % e_total:
+                    payload["chunk"] = {"states": states, **rec_c}
+                if first is not None:
+                    payload["first"] = first
+                checkpointer.save(step, payload)
+            bar.update(1)
+            bar.set_postfix({"train_loss": float(np.mean(mean_loss))})
         del states
+    bar.close()
     t = float(settings.trials)
-    return TrialStats(loss_sum / t, corr_sum / t, el2n_sum / t, forget_sum / t,
-                      train_loss, first, time.time() - start)
+    return TrialStats(sums["loss"] / t, sums["corr"] / t, sums["el2n"] / t, sums["forget"] / t,
+                      sums["train_loss"], first, time.time() - start)
 
 
 # ---------------------------------------------------------------- scores from records

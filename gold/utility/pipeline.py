@@ -23,10 +23,15 @@ import jax
 import numpy as np
 
 from gold import workdir as gwork
+from gold.checkpoint import Checkpointer
 from gold.utility import features as gfeat
 from gold.utility import loss as gloss
 from gold.utility.artifact import Utility, save_utility
 from gold.utility.defaults import FEATURE_FAMILY, INDICATORS, LOSS_FAMILY, default_settings
+
+CHECKPOINT_DIR = "checkpoints"
+# Fields that may change when a run is resumed (where data is read from, cadence).
+HARMLESS_FIELDS: tuple[str, ...] = ("data.dir", "checkpoint_every")
 
 
 def _get(config: Any, name: str, default: Any = None) -> Any:
@@ -121,6 +126,8 @@ def compute_utility(
     *,
     init_indices: Optional[np.ndarray] = None,
     log: Optional[gloss.LogFn] = _print_log,
+    checkpointer: Optional[Checkpointer] = None,
+    checkpoint_every: int = 1,
 ) -> Utility:
     """Score every training sample of ``dataset`` with ``indicator`` (higher = more useful).
 
@@ -137,6 +144,8 @@ def compute_utility(
         images of :func:`gold.utility.features.default_init_indices` with
         ``fold_in(key, 2)``).
       log: per-epoch progress callback ``(step, scalars)``; None = silent.
+      checkpointer, checkpoint_every: resumable training of the trials (see
+        :func:`gold.utility.loss.train_trials`); None = no checkpoints.
 
     The returned ``seed`` is ``config.seed`` (metadata; the randomness is ``key``).
 
@@ -169,7 +178,8 @@ def compute_utility(
     settings["trials"] = ts.trials  # feature indicators train trial 0 only
     need_features = indicator in FEATURE_FAMILY or bool(settings["save_features"])
     stats = gloss.train_trials(model, dataset.x_train, labels, jax.random.fold_in(key, 0), ts,
-                               log=log, keep_first=need_features)
+                               log=log, keep_first=need_features, checkpointer=checkpointer,
+                               checkpoint_every=checkpoint_every)
     extras: dict[str, np.ndarray] = {}
     feats = None
     if need_features:
@@ -211,18 +221,36 @@ def compute_utility(
 def run(config: Any, workdir: str) -> dict:
     """Launcher body: load ``config.data``, compute ``config.indicator``, write artifacts.
 
-    Writes into ``workdir``: ``config.json``, ``metrics.csv`` (one row per training
-    epoch), ``utility.npz`` + ``utility.json`` and ``result.json`` (``indicator``,
-    ``dataset``, ``num_samples``, ``seconds``, and for loss-family runs the final mean
-    training loss / accuracy).
+    Writes into ``workdir``: ``config.json``, ``metrics.csv`` + TensorBoard events (one
+    row per training epoch), ``checkpoints/`` (every ``config.checkpoint_every``
+    trial-epochs), ``utility.npz`` + ``utility.json`` and ``result.json``
+    (``indicator``, ``dataset``, ``num_samples``, ``seconds``, and for loss-family runs
+    the final mean training loss / accuracy).
+
+    Rerunning on the same workdir resumes from the newest checkpoint (same scores as an
+    uninterrupted run); a finished workdir returns its stored result.
+
+    Raises:
+      ValueError: unknown indicator, or ``workdir`` holds a run with a different config.
     """
     from gold import config_utils
 
     start = time.time()
-    workdir = gwork.prepare_workdir(workdir, config)
     check_indicator(config.indicator)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    gwork.check_resumable(workdir, config, HARMLESS_FIELDS)
+    result_path = os.path.join(workdir, "result.json")
+    if os.path.exists(result_path):
+        print(f"{workdir} holds a finished run; its result is kept", flush=True)
+        return gwork.read_json(result_path)
+    gwork.prepare_workdir(workdir, config)
     ds = config_utils.load_data(config.data)
-    metrics = gwork.MetricsWriter(workdir)
+    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
+    resume_step = ckpt.latest_step() or 0
+    if resume_step:
+        print(f"resuming from the checkpoint at trial-epoch {resume_step}", flush=True)
+    metrics = gwork.MetricsWriter(workdir, resume_step=resume_step)
 
     def log(step: int, scalars: dict) -> None:
         metrics.write(step, **{k: float(v) for k, v in scalars.items()})
@@ -232,7 +260,10 @@ def run(config: Any, workdir: str) -> dict:
     if path:
         init_indices = load_indices(path)
     u = compute_utility(config.indicator, ds, config, jax.random.key(int(config.seed)),
-                        init_indices=init_indices, log=log)
+                        init_indices=init_indices, log=log, checkpointer=ckpt,
+                        checkpoint_every=int(_get(config, "checkpoint_every", 1) or 0))
+    metrics.close()
+    ckpt.close()
     npz = save_utility(os.path.join(workdir, "utility.npz"), u)
     result = {
         "indicator": u.indicator,
@@ -247,7 +278,7 @@ def run(config: Any, workdir: str) -> dict:
     if "train_loss" in u.extras:
         result["final_train_loss"] = float(np.mean(u.extras["train_loss"][:, -1]))
         result["final_train_accuracy"] = 100.0 * float(np.mean(u.extras["correct_curve"][-1]))
-    gwork.write_json(os.path.join(workdir, "result.json"), result)
+    gwork.write_json(result_path, result)
     return result
 
 
