@@ -6,7 +6,7 @@ Usage::
     python bench/bench_distill.py --sections dc1,dm --reps 3
     python bench/bench_distill.py --json /tmp/bench_distill.json
 
-Setting (the issue's): ConvNetD3 width 128 (instance norm, avg pool), real MNIST
+Setting (the paper's DC network): ConvNetD3 width 128 (instance norm, avg pool), real MNIST
 (28x28x1, padded to 32x32 inside the net as in the reference), 10 classes x 256 real
 images per class per matching step (``--batch-real``), noise-initialised synthetic images.
 

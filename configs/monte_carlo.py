@@ -1,7 +1,7 @@
 """Monte-Carlo utility indicator (paper 4.2 b, supp. 7, 12.4): launch/monte_carlo.py.
 
 Run (CPU size: MNIST pool of 100 images per class, 64 subsets of 5%, DC IPC 1, short
-runs; ~20 min on 2 cores, measured numbers in the report of the experiments layer):
+runs; ~20 min on 2 cores, measured numbers in BENCHMARKS.md):
   python launch/monte_carlo.py --config=configs/monte_carlo.py:dc,mnist --workdir=/tmp/mc \
       --config.data.train_per_class=100 --config.monte_carlo.subset_ratio=0.05 \
       --config.monte_carlo.trials=64 --config.monte_carlo.chunk=16 \

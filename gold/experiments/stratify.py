@@ -14,7 +14,7 @@ Points are ``gold.distill.loop.run`` in ``<workdir>/points/s<k>/rep<r>``; finish
 are skipped on a rerun. Before anything runs, every stratum of every class must hold at
 least ``ipc`` samples (else a ValueError names the class and the sizes).
 
-Outputs: ``result.json`` (DESIGN.md: ``{"strata": [{"stratum", "accuracy_mean",
+Outputs: ``result.json`` (``{"strata": [{"stratum", "accuracy_mean",
 "accuracy_std", "diversity", ...}], "num_strata", ...}``), ``strata.csv``,
 ``strata.md``, ``strata.png``.
 """

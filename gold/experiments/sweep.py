@@ -18,7 +18,7 @@ Every point is a plain ``gold.distill.loop.run`` in ``<workdir>/points/<name>``
 skipped, so a killed sweep resumes where it stopped; the grid and the repeat count may
 grow between invocations (the other fields must stay).
 
-Outputs in ``workdir``: ``config.json``, ``result.json`` (DESIGN.md: ``gamma``,
+Outputs in ``workdir``: ``config.json``, ``result.json`` (``gamma``,
 ``full``, ``rows``, ``ratios``, ``repeats``, plus the band, the rule, per-row
 diversity / outliers (paper Fig. 8) and timings), ``table.csv``, ``table.md`` and
 ``sweep.png`` (Fig. 2 style).

@@ -125,8 +125,8 @@ VGG11_CFG: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, 
 class VGG11(nn.Module):
     """VGG11: 8 x [conv3x3 -> norm -> relu] with 5 maxpools, flatten, ``head``.
 
-    32x32 -> 512 features. norm='batchnorm' is the reference 'VGG11BN' (the PROTOCOL's
-    VGG11), 'instancenorm' the reference 'VGG11'.
+    32x32 -> 512 features. norm='batchnorm' is the reference 'VGG11BN' (the paper's
+    VGG11, docs/protocol.md), 'instancenorm' the reference 'VGG11'.
     """
 
     num_classes: int

@@ -4,7 +4,8 @@ Stem: conv3x3 (64, stride 1, no bias) -> norm -> relu, no max-pool. Four stages 
 BasicBlocks (64, 128, 256, 512 channels; strides 1, 2, 2, 2; strided 3x3 convs with
 padding 1 and 1x1 strided projection shortcuts + norm), then avg-pool 4x4/4, flatten,
 ``head``. 32x32 (and 28x28) inputs -> 512 features. norm='batchnorm' is the reference
-'ResNet18BN' (the PROTOCOL's ResNet18), 'instancenorm' the reference 'ResNet18'.
+'ResNet18BN' (the paper's ResNet18, docs/protocol.md), 'instancenorm' the reference
+'ResNet18'.
 Stride-1 3x3 convs are ``FastConv``; strided ones plain XLA (``StridedConv``).
 """
 
