@@ -119,9 +119,9 @@ def check_overrides(config: Any, names: Sequence[str]) -> None:
 
 
 # --------------------------------------------------------------------------- main
-def _define_flags(fv: flags.FlagValues, config_help: str, workdir_help: str):
+def _define_flags(fv: flags.FlagValues, argv: Sequence[str], config_help: str, workdir_help: str):
     config = config_flags.DEFINE_config_file("config", None, config_help, flag_values=fv,
-                                             lock_config=True)
+                                             lock_config=True, sys_argv=list(argv))
     workdir = flags.DEFINE_string("workdir", None, workdir_help, flag_values=fv)
     show = flags.DEFINE_bool("show_config", False, "print the resolved config with field docs and exit",
                              flag_values=fv)
@@ -149,7 +149,7 @@ def parse(argv: Sequence[str], doc: str = "", docs: Optional[Mapping[str, str]] 
       flags.Error: a malformed flag or override value.
     """
     fv = flags.FlagValues()
-    config_holder, workdir_holder, show_holder = _define_flags(fv, config_help, workdir_help)
+    config_holder, workdir_holder, show_holder = _define_flags(fv, argv, config_help, workdir_help)
     if any(a in _HELP for a in argv[1:]):
         print((doc or "").strip() + "\n\nflags:\n" + fv.get_help() +
               "\n\nEvery config field can be set as --config.<field>=value; "
