@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 from typing import Any, Mapping, Optional
 
 SHARED: dict[str, str] = {
@@ -161,28 +159,20 @@ EVALUATE: dict[str, str] = {
 }
 
 
-def docs_from_dataclass(cls: type, prefix: str = "") -> dict[str, str]:
-    """``{prefix + field: doc}`` from a dataclass's ``field(metadata={'doc': ...})``."""
-    return {prefix + f.name: str(f.metadata["doc"]) for f in dataclasses.fields(cls)
-            if "doc" in f.metadata}
-
-
 def algorithm_docs(config: Any) -> dict[str, str]:
-    """Hook for algorithm-specific field docs of a distillation config.
+    """Hook for algorithm-specific field docs of a distillation config: the field docs
+    of ``config.algorithm``'s settings dataclass (``gold.distill.registry.settings_docs``);
+    ``{}`` for a config without ``algorithm``.
 
-    When ``config.algorithm`` names a module of ``gold.distill.ALGORITHMS`` that defines
-    ``FIELD_DOCS`` (a mapping of dotted config field -> one-line doc, e.g. built with
-    :func:`docs_from_dataclass` on its settings dataclass), returns it; else ``{}``.
+    Raises:
+      ValueError: an unknown algorithm name.
     """
     name = config.get("algorithm") if hasattr(config, "get") else None
     if not name:
         return {}
-    from gold.distill.loop import ALGORITHMS  # local: imports JAX
+    from gold.distill import registry  # local: imports JAX
 
-    module_name = ALGORITHMS.get(str(name).lower())
-    if module_name is None:
-        return {}
-    return dict(getattr(importlib.import_module(module_name), "FIELD_DOCS", {}))
+    return dict(registry.settings_docs(str(name)))
 
 
 def _leaves(value: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -1,7 +1,6 @@
 """gold.workdir (resume-or-refuse rule, metrics.csv + TensorBoard), gold.progress,
 gold.config_docs and the runlocal config option."""
 
-import dataclasses
 import glob
 import io
 import os
@@ -120,17 +119,15 @@ def test_describe_documents_shared_and_launcher_fields():
     assert "epochs = 30" in text and "# training epochs" in text
 
 
-def test_docs_from_dataclass_is_the_algorithm_hook():
-    @dataclasses.dataclass
-    class Settings:
-        lr_img: float = dataclasses.field(default=1.0, metadata={"doc": "image learning rate"})
-        other: int = 0
-
-    docs = config_docs.docs_from_dataclass(Settings)
-    assert docs == {"lr_img": "image learning rate"}
-    rows = config_docs.describe({"lr_img": 2.0, "seed": 1}, docs)
-    assert rows == [("lr_img", 2.0, "image learning rate"), ("seed", 1, config_docs.SHARED["seed"])]
+def test_extra_docs_and_the_algorithm_hook():
+    docs = {"lr_img": "image learning rate", "seed": "overridden"}
+    rows = config_docs.describe({"lr_img": 2.0, "seed": 1, "ipc": 1}, docs)
+    assert rows == [("lr_img", 2.0, "image learning rate"), ("seed", 1, "overridden"),
+                    ("ipc", 1, config_docs.SHARED["ipc"])]
     assert config_docs.algorithm_docs({"seed": 0}) == {}
+    assert config_docs.algorithm_docs({"algorithm": "dm"})  # the registry's settings docs
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        config_docs.algorithm_docs({"algorithm": "nope"})
 
 
 # ----------------------------------------------------------------------- runlocal
