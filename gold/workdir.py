@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -172,10 +172,13 @@ class MetricsWriter:
       resume_step: the step of the checkpoint a resumed run continues from: CSV rows
         after it are dropped and TensorBoard discards its events after it.
       tensorboard: also write TensorBoard events (tensorboardX, no TensorFlow needed).
+      fields: the CSV columns after ``step`` of a new file (default: those of the first
+        row), e.g. training metrics and evaluation metrics written in different rows.
     """
 
     def __init__(self, workdir: str, name: str = "metrics.csv", stream=sys.stdout,
-                 resume_step: Optional[int] = None, tensorboard: bool = True):
+                 resume_step: Optional[int] = None, tensorboard: bool = True,
+                 fields: Optional[Sequence[str]] = None):
         self.path = os.path.join(workdir, name)
         self._stream = stream
         self._fields: Optional[list[str]] = None
@@ -185,6 +188,10 @@ class MetricsWriter:
             with open(self.path, encoding="utf-8") as f:
                 header = f.readline().strip()
             self._fields = header.split(",") if header else None
+        if self._fields is None and fields is not None:
+            self._fields = ["step", *fields]
+            with open(self.path, "w", newline="", encoding="utf-8") as f:
+                f.write(",".join(self._fields) + "\n")
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter  # local: slow import, optional output

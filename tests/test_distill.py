@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gold import config_utils
 from gold.configs import dc as dc_config
 from gold.configs import dm as dm_config
 from gold.configs import dsa as dsa_config
-from gold.distill import common, dc, dm, loop
+from gold.distill import common, dc, loop, registry
 
 
 def tiny(config, data_dir, ipc=1):
@@ -33,7 +34,7 @@ def real(gold_data_dir):
 @pytest.fixture(scope="module")
 def dc_algo(real, gold_data_dir):
     """Plain DC at IPC 1 and its jitted step (compiled once for several tests)."""
-    algo = dc.make(tiny(dc_config.get_config("mnist"), gold_data_dir), real)
+    algo = registry.build(tiny(dc_config.get_config("mnist"), gold_data_dir), real)
     return algo, jax.jit(algo.step)
 
 
@@ -70,14 +71,14 @@ def test_dc_step_decreases_its_matching_loss(real, dc_algo):
     assert after < before
     assert algo.synthetic(s1).x.shape == (10, 28, 28, 1)
     assert not np.allclose(algo.synthetic(s0).x, algo.synthetic(s1).x)
-    assert int(s1.iteration) == 1
+    assert int(s1.iteration) == 0  # the engine counts iterations, not the step
     assert (algo.settings["outer_loop"], algo.settings["inner_loop"]) == (1, 1)
 
 
-def test_dsa_is_dc_with_a_switch_and_runs(real, gold_data_dir):
+def test_dsa_is_dc_with_siamese_augmentation_and_runs(real, gold_data_dir):
     cfg = tiny(dsa_config.get_config("mnist"), gold_data_dir)
-    algo = loop.get_algorithm("dsa").make(cfg, real)
-    assert algo.name == "dsa" and algo.settings["dsa"] and loop.get_algorithm("dsa") is dc
+    algo = registry.build(cfg, real)
+    assert algo.name == "dsa" and registry.get("dsa").settings is registry.get("dc").settings
     state = algo.init(jax.random.key(0), real)
     state, m = jax.jit(algo.step)(state, jax.random.key(1), real)
     assert np.isfinite(float(m["loss"]))
@@ -87,7 +88,7 @@ def test_dc_batchnorm_outer_inner_loops_and_real_init(real, gold_data_dir):
     cfg = tiny(dc_config.get_config("mnist"), gold_data_dir, ipc=2)
     cfg.outer_loop, cfg.inner_loop, cfg.init = 2, 1, "real"
     cfg.model.norm = "batchnorm"
-    algo = dc.make(cfg, real)
+    algo = registry.build(cfg, real)
     assert (algo.settings["outer_loop"], algo.settings["inner_loop"]) == (2, 1)
     assert algo.settings["has_batchnorm"]
     state = algo.init(jax.random.key(0), real)
@@ -101,29 +102,54 @@ def test_dc_batchnorm_outer_inner_loops_and_real_init(real, gold_data_dir):
     assert dc.loops_for_ipc(10) == (10, 50) and dc.loops_for_ipc(50) == (50, 10)
     with pytest.raises(ValueError, match="ipc=3"):
         dc.loops_for_ipc(3)
+    cfg.outer_loop, cfg.ipc = 0, 3  # no table row: refused when the algorithm is built
+    with pytest.raises(ValueError, match="ipc=3"):
+        registry.build(cfg, real)
+
+
+def test_real_init_is_traceable_and_checked_when_built(real, gold_data_dir):
+    cfg = tiny(dm_config.get_config("mnist"), gold_data_dir, ipc=2)
+    algo = registry.build(cfg, real)
+    states = jax.vmap(algo.init, in_axes=(0, None))(jax.random.split(jax.random.key(0), 3), real)
+    assert states.params["images"]["x"].shape == (3, 20, 28, 28, 1)
+    cfg.ipc = 31  # 30 per class kept
+    with pytest.raises(ValueError, match="31 distinct images per class"):
+        registry.build(cfg, real)
 
 
 def test_dm_step_decreases_its_loss(real, gold_data_dir):
     cfg = tiny(dm_config.get_config("mnist"), gold_data_dir)
     cfg.dsa_strategy = "none"  # same network + same batch -> comparable losses
-    algo = dm.make(cfg, real)
+    algo = registry.build(cfg, real)
     before, after, _, _ = _same_key_losses(algo, real)
     assert after < before
 
 
-def test_runtime_prune_weights_draw_only_valid_entries_and_respect_ratio():
-    b = 20
-    losses = jnp.linspace(0.0, 5.0, b)
-    mask = jnp.ones(b).at[15:].set(0.0)  # 5 padding entries
-    counts = np.zeros(b)
-    for i in range(200):
-        w = np.asarray(dc.masked_prune_weights(jax.random.key(i), losses, mask, 0.7, 1.0))
-        kept = np.flatnonzero(w)
-        assert len(kept) == 14  # round(0.7 * 20), all inside the 15 valid entries
-        assert kept.max() < 15
-        np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-6)
-        counts[kept] += 1
-    assert counts[0] > counts[14]  # low loss kept more often than high loss
+@pytest.mark.parametrize("module", [dc_config, dsa_config, dm_config])
+def test_dsa_strategy_never_flips_digits(module):
+    """Fidelity: the DC/DSA reference uses no flip for MNIST-like data and SVHN; natural
+    images keep the reference's flip. Distillation and evaluation alike."""
+    for dataset in ("mnist", "digits", "svhn"):
+        cfg = module.get_config(dataset)
+        assert "flip" not in cfg.dsa_strategy
+        protocol = config_utils.eval_protocol(cfg)
+        assert protocol.dsa_strategy == cfg.dsa_strategy
+    cfg = module.get_config("cifar10")
+    assert cfg.dsa_strategy == "color_crop_cutout_flip_scale_rotate"
+
+
+def test_evaluation_uses_the_runs_dsa_strategy(gold_data_dir):
+    """Fidelity: eval_protocol passed no strategy, so evaluation always flipped."""
+    cfg = dm_config.get_config("cifar10")
+    cfg.dsa_strategy = "crop_scale"
+    p = config_utils.eval_protocol(cfg)
+    assert (p.augment, p.dsa_strategy) == ("dsa", "crop_scale")
+    assert p.to_dict()["dsa_strategy"] == "crop_scale"  # stored with synthetic.npz
+    cfg.dsa_strategy = "none"  # reference: args.dsa False -> the dataset's default augmentation
+    assert config_utils.eval_protocol(cfg).augment == "none"
+    cfg = dm_config.get_config("mnist")
+    cfg.dsa_strategy = "none"
+    assert config_utils.eval_protocol(cfg).augment == "dc_mnist"
 
 
 def test_real_gradient_with_pruning_is_gradient_of_kept_mean():
@@ -136,7 +162,8 @@ def test_real_gradient_with_pruning_is_gradient_of_kept_mean():
     np.testing.assert_allclose(g_plain["w"], ref["w"], rtol=1e-5)
     key = jax.random.key(3)
     g_pruned, _ = dc.real_gradient(per_sample, {"w": w}, mask, (key, 0.5, 1.0, jnp.array(True)))
-    kept = np.flatnonzero(np.asarray(dc.masked_prune_weights(key, losses, mask, 0.5, 1.0)))
+    from gold import selection as gsel
+    kept = np.flatnonzero(np.asarray(gsel.runtime_prune_weights(key, losses, 0.5, 1.0, mask=mask)))
     assert len(kept) == 4
     ref = jax.grad(lambda p: jnp.mean(per_sample(p)[kept]))({"w": w})
     np.testing.assert_allclose(g_pruned["w"], ref["w"], rtol=1e-5)
@@ -144,20 +171,48 @@ def test_real_gradient_with_pruning_is_gradient_of_kept_mean():
     np.testing.assert_allclose(g_off["w"], g_plain["w"], rtol=1e-6)
 
 
+def test_pruned_count_uses_the_valid_entries_of_a_padded_batch():
+    """Fidelity: B=16 with 10 valid entries and keep 0.7 keeps 7 (Code 1), not all 10."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(16, 5)), jnp.float32)
+    per_sample = lambda p: jnp.sum((x @ p) ** 2, axis=1)
+    mask = jnp.ones(16).at[10:].set(0.0)
+    p = jnp.ones((5, 2), jnp.float32)
+    for seed in range(5):
+        key = jax.random.key(seed)
+        g, losses = dc.real_gradient(per_sample, p, mask, (key, 0.7, 1.0, jnp.array(True)))
+        from gold import selection as gsel
+        w = np.asarray(gsel.runtime_prune_weights(key, losses, 0.7, 1.0, mask=mask))
+        kept = np.flatnonzero(w)
+        assert len(kept) == 7 and kept.max() < 10
+        np.testing.assert_allclose(g, jax.grad(lambda q: jnp.mean(per_sample(q)[kept]))(p), rtol=1e-5)
+
+
 def test_runtime_pruning_switch_changes_the_step(real, dc_algo, gold_data_dir):
     algo, step = dc_algo
     cfg = tiny(dc_config.get_config("mnist"), gold_data_dir)
     cfg.runtime_pruning.enabled = True
     cfg.runtime_pruning.start = 0.0
-    algo_p = dc.make(cfg, real)
-    assert algo_p.settings["prune"] and algo_p.settings["prune_keep"] == pytest.approx(0.7)
+    algo_p = registry.build(cfg, real)
+    assert algo_p.settings["runtime_pruning"]["ratio"] == pytest.approx(0.3)
     key = jax.random.key(5)
     _, m_p = jax.jit(algo_p.step)(algo_p.init(jax.random.key(0), real), key, real)
     _, m = step(algo.init(jax.random.key(0), real), key, real)
     assert np.isfinite(float(m_p["loss"])) and float(m_p["loss"]) != float(m["loss"])
-    cfg.runtime_pruning.start = 1.0  # never reached with one outer loop: same as off
-    algo_late = dc.make(cfg, real)
-    assert algo_late.settings["prune_start_outer"] == 1
     cfg.runtime_pruning.ratio = 1.0
     with pytest.raises(ValueError, match="PRUNED fraction"):
-        dc.make(cfg, real)
+        registry.build(cfg, real)
+
+
+def test_runtime_pruning_at_ipc1_follows_the_paper_or_is_refused(real, gold_data_dir):
+    """Fidelity: with one outer loop, pruning at 40% of the outer loops never started
+    (a silent no-op). The paper runs IPC 1 with 10 outer loops (supp. 12.6)."""
+    cfg = tiny(dc_config.get_config("mnist"), gold_data_dir)
+    cfg.runtime_pruning.enabled = True
+    algo = registry.build(cfg, real)
+    assert (algo.settings["outer_loop"], algo.settings["prune_start_outer"]) == (10, 4)
+    cfg.outer_loop = 1  # explicitly one outer loop: pruning could never start
+    with pytest.raises(ValueError, match="never start"):
+        registry.build(cfg, real)
+    cfg.outer_loop, cfg.runtime_pruning.start = 0, 1.0
+    with pytest.raises(ValueError, match="never start"):
+        registry.build(cfg, real)

@@ -76,6 +76,22 @@ def test_monte_carlo_end_to_end_batched_equals_sequential(tmp_path, mode):
     assert "Monte-Carlo" in report.render(str(tmp_path))
 
 
+def test_trials_are_independent_by_default():
+    """Fidelity: the paper's trials are independent draws; common random numbers are an
+    option. Trial i's key depends on its global index only (not on the chunking)."""
+    import jax
+
+    assert mc.MCSettings(trials=4, subset_ratio=0.1).crn is False
+    assert mc_cfg.get_config("dc,digits").monte_carlo.crn is False
+    key = jax.random.key(0)
+    data = lambda keys: np.asarray(jax.random.key_data(keys))
+    ind = data(mc.trial_keys(key, np.arange(4), crn=False))
+    assert len({tuple(k) for k in ind}) == 4
+    np.testing.assert_array_equal(data(mc.trial_keys(key, np.array([2, 3]), crn=False)), ind[2:])
+    crn = data(mc.trial_keys(key, np.arange(4), crn=True))
+    assert len({tuple(k) for k in crn}) == 1
+
+
 def test_monte_carlo_bad_input(tmp_path):
     cfg = _tiny_config()
     cfg.monte_carlo.trials = 1

@@ -9,12 +9,12 @@ import pytest
 
 from gold.configs import mtt as mtt_config
 from gold import config_utils
-from gold import distill as gdistill
 from gold import models as gmodels
 from gold import workdir as gwork
 from gold.distill import buffer as gbuf
 from gold.distill import common
 from gold.distill import mtt
+from gold.distill import registry
 from gold.distill.unroll import flat_apply_fn
 
 K = 10
@@ -86,7 +86,8 @@ def write_fake_buffer(d, real, config, *, epochs=3, num_experts=2, per_chunk=1, 
 
 # ------------------------------------------------------------------------- pure parts
 def test_registry_and_matching_loss():
-    assert gdistill.get_algorithm("mtt") is mtt
+    spec = registry.get("mtt")
+    assert spec.make is mtt.make and spec.needs_buffer and spec.settings is mtt.MTTSettings
     start, target = jnp.zeros(4), jnp.ones(4)
     assert float(mtt.matching_loss(target, start, target)) == 0.0
     assert float(mtt.matching_loss(start, start, target)) == pytest.approx(1.0)
@@ -106,15 +107,29 @@ def test_minibatch_indices_cover_the_set():
 def test_config_resolves_per_ipc_values():
     c = mtt_config.get_config("cifar10")
     assert c.data.zca and c.ipc == 1
-    assert mtt.resolve_per_ipc(c)["syn_steps"] == 50
+    assert registry.read_settings(c).resolved["syn_steps"] == 50
     c.ipc = 10
-    v = mtt.resolve_per_ipc(c)
+    v = registry.read_settings(c).resolved
     assert (v["syn_steps"], v["expert_epochs"], v["max_start_epoch"]) == (30, 2, 20)
     assert v["lr_img"] == 100.0 and v["syn_lr_init"] == 0.001 and v["lr_lr"] == 1e-5
     c.lr_img = 1000.0  # explicit values win
-    assert mtt.resolve_per_ipc(c)["lr_img"] == 1000.0
+    assert registry.read_settings(c).resolved["lr_img"] == 1000.0
     assert not mtt_config.get_config("cifar10,50").data.zca
     assert mtt_config.get_config("mnist").eval.augment == "dsa"
+    # fidelity: the paper's 10,000 iterations; real init; no flip on digits
+    m = mtt_config.get_config("mnist")
+    assert (m.iterations, m.init, m.expert_order) == (10000, "real", "cycle")
+    assert "flip" not in m.dsa_strategy and "flip" in c.dsa_strategy
+
+
+def test_experts_are_walked_in_shuffled_passes():
+    """Fidelity: the reference shuffles its experts and walks through them; every pass
+    visits each expert exactly once, in a new order."""
+    key = jax.random.key(3)
+    order = np.asarray(jax.vmap(lambda i: mtt.expert_at(key, i, 5))(jnp.arange(15)))
+    for p in range(3):
+        assert sorted(order[5 * p: 5 * p + 5]) == [0, 1, 2, 3, 4]
+    assert not (np.array_equal(order[:5], order[5:10]) and np.array_equal(order[5:10], order[10:]))
 
 
 # ------------------------------------------------------------------ the matching loss
@@ -155,9 +170,9 @@ def test_loss_is_zero_when_the_student_lands_on_the_target():
 def test_missing_buffer(tmp_path):
     real = _real()
     with pytest.raises(gbuf.BufferError, match="launch/buffer.py"):
-        mtt.make(_config(""), real)
+        registry.build(_config(""), real)
     with pytest.raises(gbuf.BufferError, match="(?s)no expert buffer.*launch/buffer.py"):
-        mtt.make(_config(tmp_path / "nowhere"), real)
+        registry.build(_config(tmp_path / "nowhere"), real)
 
 
 def test_partial_buffer_says_how_to_resume(tmp_path):
@@ -166,8 +181,8 @@ def test_partial_buffer_says_how_to_resume(tmp_path):
     write_fake_buffer(tmp_path, real, config, num_experts=4, per_chunk=2, chunks=[0])
     with pytest.raises(gbuf.BufferError, match=r"(?s)partial: 2 of 4 experts.*launch/buffer.py"
                                                r".*max_experts <= 2"):
-        mtt.make(config, real)
-    algo = mtt.make(_config(tmp_path, max_experts=2), real)  # the done experts are usable
+        registry.build(config, real)
+    algo = registry.build(_config(tmp_path, max_experts=2), real)  # the done experts are usable
     assert algo.settings["num_experts"] == 2
 
 
@@ -176,8 +191,8 @@ def test_epochs_beyond_the_buffer(tmp_path):
     config = _config(tmp_path, max_start_epoch=2, expert_epochs=2)
     write_fake_buffer(tmp_path, real, config, epochs=3)
     with pytest.raises(gbuf.BufferError, match="(?s)epochs up to 4.*stores epochs 0..3"):
-        mtt.make(_config(tmp_path, max_start_epoch=3, expert_epochs=2), real)
-    assert mtt.make(config, real).settings["buffer_epochs"] == 3  # start <= 1, target <= 3
+        registry.build(_config(tmp_path, max_start_epoch=3, expert_epochs=2), real)
+    assert registry.build(config, real).settings["buffer_epochs"] == 3  # start <= 1, target <= 3
 
 
 def test_buffer_of_another_architecture_or_dataset(tmp_path):
@@ -185,15 +200,15 @@ def test_buffer_of_another_architecture_or_dataset(tmp_path):
     config = _config(tmp_path / "a")
     write_fake_buffer(tmp_path / "a", real, config, width=8)
     with pytest.raises(gbuf.BufferError, match="(?s)does not fit.*model"):
-        mtt.make(config, real)
+        registry.build(config, real)
     config_b = _config(tmp_path / "b")
     write_fake_buffer(tmp_path / "b", real, config_b, dataset="fashion_mnist")
     with pytest.raises(gbuf.BufferError, match="(?s)does not fit.*dataset 'fashion_mnist'"):
-        mtt.make(config_b, real)
+        registry.build(config_b, real)
     config_c = _config(tmp_path / "b")
     config_c.data.zca = True
     with pytest.raises(gbuf.BufferError, match="zca"):
-        mtt.make(config_c, real)
+        registry.build(config_c, real)
 
 
 def test_buffer_trained_on_other_samples(tmp_path):
@@ -201,8 +216,8 @@ def test_buffer_trained_on_other_samples(tmp_path):
     write_fake_buffer(tmp_path, _real(seed=0), config)
     other = _real(seed=1)
     with pytest.raises(gbuf.BufferError, match="other real samples"):
-        mtt.make(config, other)
-    assert mtt.make(_config(tmp_path, allow_buffer_mismatch=True), other).name == "mtt"
+        registry.build(config, other)
+    assert registry.build(_config(tmp_path, allow_buffer_mismatch=True), other).name == "mtt"
 
 
 # ------------------------------------------------------------------------- the step
@@ -212,7 +227,7 @@ def test_step_remat_matches_plain_and_learns_the_lr(tmp_path):
     write_fake_buffer(tmp_path, real, config, epochs=3)
     outs = []
     for remat in (True, False):
-        algo = mtt.make(_config(tmp_path, max_start_epoch=2, expert_epochs=1, remat=remat), real)
+        algo = registry.build(_config(tmp_path, max_start_epoch=2, expert_epochs=1, remat=remat), real)
         state = algo.init(jax.random.key(0), real)
         x0 = np.asarray(algo.synthetic(state).x)
         state, metrics = jax.jit(algo.step)(state, jax.random.key(5), real)
@@ -225,3 +240,34 @@ def test_step_remat_matches_plain_and_learns_the_lr(tmp_path):
     assert np.abs(x_r - x0).max() > 0  # images moved
     assert lr_r != config.lr_lr and lr_r != 0.01  # the lr moved off its init (0.01)
     assert x_r.shape == (K, *SHAPE)
+
+
+def test_soft_labels_are_learned_and_round_trip(tmp_path):
+    """learn_labels: labels are a learned entry of the parameters (own optimiser), the
+    student uses soft cross-entropy, and synthetic.npz stores and evaluates them."""
+    real = _real()
+    config = _config(tmp_path, max_start_epoch=2, expert_epochs=1, learn_labels=True, lr_labels=10.0)
+    write_fake_buffer(tmp_path, real, config, epochs=3)
+    algo = registry.build(config, real)
+    state = algo.init(jax.random.key(0), real)
+    y0 = np.asarray(algo.synthetic(state).y)
+    np.testing.assert_array_equal(y0, np.eye(K)[np.arange(K)])  # one-hot at init
+    assert set(state.params) == {"images", "labels", "lr"}
+    state, _ = jax.jit(algo.step)(state, jax.random.key(5), real)
+    syn = algo.synthetic(state)
+    assert syn.y.shape == (K, K) and np.abs(np.asarray(syn.y) - y0).max() > 0
+    from gold.data import load_dataset
+    from gold.distill import artifacts
+    from gold.evaluate import EvalProtocol
+    ds = load_dataset("digits")
+    path = str(tmp_path / "synthetic.npz")
+    artifacts.save_synthetic(path, x=np.asarray(syn.x), y=np.asarray(syn.y), lr=float(syn.lr), dataset=ds,
+                             ipc=1, algorithm="mtt", protocol=EvalProtocol(epochs=2, num_models=1), meta={})
+    back = artifacts.load_synthetic(path)
+    np.testing.assert_array_equal(back.y, np.asarray(syn.y))
+    assert back.y.dtype == np.float32 and back.lr == pytest.approx(float(syn.lr))
+    res = back.evaluate(jax.random.key(0))
+    assert np.isfinite(res.mean)
+    config.lr_labels = 0.0
+    with pytest.raises(ValueError, match="lr_labels"):
+        registry.build(config, real)

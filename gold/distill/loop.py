@@ -29,9 +29,7 @@ point and restarted produces the same synthetic set as an uninterrupted run
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -41,6 +39,7 @@ import numpy as np
 
 from gold import config_utils
 from gold import data as gdata
+from gold import progress
 from gold import rng
 from gold import selection as gsel
 from gold import workdir as gwork
@@ -62,44 +61,10 @@ EVAL_COLUMNS = ("eval_accuracy_mean", "eval_accuracy_std")
 DEFAULT_MAX_ABS_RATIO = 1000.0
 
 
-# -------------------------------------------------------------------- config check
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
-def _harmless(field: str) -> bool:
-    return any(field == h or field.startswith(h + ".") for h in HARMLESS_FIELDS)
-
-
-def config_differences(old: dict, new: dict) -> list[str]:
-    """``field: old -> new`` for every significant field that differs."""
-    a, b = _flatten(old), _flatten(new)
-    diffs = []
-    for f in sorted(set(a) | set(b)):
-        if _harmless(f):
-            continue
-        if a.get(f, "<absent>") != b.get(f, "<absent>"):
-            diffs.append(f"{f}: {a.get(f, '<absent>')!r} -> {b.get(f, '<absent>')!r}")
-    return diffs
-
-
 def check_resumable(workdir: str, config: Any) -> None:
-    """Raise ValueError when ``workdir`` holds a run with a different config."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return
-    old = gwork.read_json(path)
-    new = json.loads(json.dumps(gwork.to_jsonable(config)))
-    diffs = config_differences(old, new)
-    if diffs:
-        raise ValueError(
-            f"workdir {workdir} holds a run with a different config; refusing to resume it. "
-            f"Use a new --workdir (or delete this one). Differences: " + "; ".join(diffs))
+    """Raise ValueError when ``workdir`` holds a run with a different config (beyond
+    :data:`HARMLESS_FIELDS`)."""
+    gwork.check_resumable(workdir, config, HARMLESS_FIELDS)
 
 
 # ------------------------------------------------------------------------ data
@@ -126,20 +91,6 @@ def select_real(config: Any, ds: gdata.Dataset, root: jax.Array, workdir: str) -
                                    min_per_class=min_per_class, workdir=workdir)
 
 
-# ------------------------------------------------------------------ metrics.csv
-def _truncate_metrics(path: str, last_step: int) -> None:
-    """Drop rows after ``last_step`` (written after the checkpoint a run resumes from)."""
-    if not os.path.exists(path):
-        return
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= last_step]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(keep)
-
-
 # ---------------------------------------------------------------------- run
 def chunk_end(done: int, iterations: int, *cadences: int) -> int:
     """The next iteration after ``done`` at which the loop must look (a multiple of a
@@ -155,7 +106,8 @@ def run(config: Any, workdir: str) -> dict:
     Result keys: ``accuracy_mean``, ``accuracy_std`` (percent over ``eval.num_models``
     networks), ``accuracies``, ``num_real`` (kept real samples), ``seconds`` (wall time
     including earlier interrupted attempts), ``distill_seconds``, ``eval_seconds``,
-    ``algorithm``, ``dataset``, ``ipc``, ``iterations``, ``final_loss``.
+    ``algorithm``, ``dataset``, ``ipc``, ``iterations``, ``final_loss``, ``selection``
+    (requested and effective kept ratio, kept samples per class).
 
     Raises:
       ValueError: bad config (unknown algorithm, ratio out of range, IPC larger than a
@@ -184,6 +136,8 @@ def run(config: Any, workdir: str) -> dict:
     np.savez(sel_path, ids=ds.ids[kept], indices=kept)
     real = common.make_real_data(ds.x_train[kept], ds.y_train[kept], ds.num_classes,
                                  int(config.batch_real))
+    # what was really kept (min_per_class may raise the ratio): logged and in result.json
+    selection = gsel.selection_summary(kept, ds.y_train, ds.num_classes, float(config.selection.ratio))
     x_test, y_test = ds.x_test, ds.y_test
     max_test = int(config.eval.get("max_test", 0) or 0)
     if max_test > 0:
@@ -215,16 +169,12 @@ def run(config: Any, workdir: str) -> dict:
         state = jax.tree.map(jax.numpy.asarray, restored["state"])
         it0, elapsed0 = int(restored["iteration"]), float(restored["elapsed"])
         print(f"resumed from checkpoint at iteration {it0}", flush=True)
-    metrics_path = os.path.join(workdir, "metrics.csv")
-    _truncate_metrics(metrics_path, it0)
     writer: list = []  # the MetricsWriter, created once the metric names are known
 
     def log(step: int, names: tuple = (), **values: float) -> None:
-        if not writer:
-            if not os.path.exists(metrics_path):  # fix every column now (eval rows too)
-                with open(metrics_path, "w", encoding="utf-8") as f:
-                    f.write(",".join(["step", *names, *EVAL_COLUMNS]) + "\n")
-            writer.append(gwork.MetricsWriter(workdir))
+        if not writer:  # fix every column now (evaluation rows too)
+            writer.append(gwork.MetricsWriter(workdir, resume_step=it0 if latest is not None else None,
+                                              fields=[*names, *EVAL_COLUMNS]))
         writer[0].write(step, **values)
 
     def save(it: int, st) -> None:
@@ -247,12 +197,14 @@ def run(config: Any, workdir: str) -> dict:
     pending: dict[str, float] = {}
     pending_steps = 0
     done = it0
+    bar = progress.bar(iterations, f"{algo.name} iterations", initial=it0)
     while done < iterations:
         stop = chunk_end(done, iterations, log_every, eval_every, ckpt_every)
-        state, progress = advance(state, k_steps, real, np.int32(stop))
-        progress = jax.device_get(progress)
-        if not bool(progress.healthy):
-            bad = done + int(progress.steps)
+        state, chunk = advance(state, k_steps, real, np.int32(stop))
+        chunk = jax.device_get(chunk)
+        if not bool(chunk.healthy):
+            bar.close()
+            bad = done + int(chunk.steps)
             good = ckpt.latest_step()
             kept_msg = (f"the last good checkpoint (iteration {good}) is kept in "
                         f"{os.path.join(workdir, CHECKPOINT_DIR)}" if good is not None
@@ -261,14 +213,16 @@ def run(config: Any, workdir: str) -> dict:
                 f"{algo.name} became unstable at iteration {bad} (iterations {done + 1}..{bad} of "
                 f"this chunk ran): non-finite loss or parameters, or synthetic pixels beyond "
                 f"{max_abs:.3g} in absolute value (max_abs_ratio x the largest real pixel; "
-                f"now {float(progress.max_abs):.3g}); stopped, {kept_msg}. Lower the learning "
+                f"now {float(chunk.max_abs):.3g}); stopped, {kept_msg}. Lower the learning "
                 f"rates (e.g. lr_img) or check the data")
-        steps = int(progress.steps)
-        for n, v in progress.metrics.items():  # step-weighted means between log lines
+        steps = int(chunk.steps)
+        for n, v in chunk.metrics.items():  # step-weighted means between log lines
             pending[n] = pending.get(n, 0.0) + float(v) * steps
         pending_steps += steps
         done = stop
-        last_loss = float(progress.metrics["loss"])
+        last_loss = float(chunk.metrics["loss"])
+        bar.update(steps)
+        bar.set_postfix({"loss": last_loss})
         if done % log_every == 0 or done == iterations:
             row = {n: v / pending_steps for n, v in pending.items()}
             row["seconds_per_iteration"] = (time.time() - distill_start - eval_seconds) / (done - it0)
@@ -280,6 +234,7 @@ def run(config: Any, workdir: str) -> dict:
             log(done, eval_accuracy_mean=res.mean, eval_accuracy_std=res.std)
         if (ckpt_every and done % ckpt_every == 0) or done == iterations:
             save(done, state)
+    bar.close()
     distill_seconds = time.time() - distill_start - eval_seconds
 
     # --- final evaluation and artifacts ---------------------------------------------
@@ -303,6 +258,7 @@ def run(config: Any, workdir: str) -> dict:
         "final_loss": last_loss,
         "real_batch_per_class": real.batch,
         "num_test": int(len(y_test)),
+        "selection": selection,
     }
     if lr is not None:
         result["learned_lr"] = lr
@@ -316,10 +272,11 @@ def run(config: Any, workdir: str) -> dict:
     artifacts.save_png(os.path.join(workdir, "synthetic.png"), artifacts.load_synthetic(npz_path))
     gwork.write_json(os.path.join(workdir, "result.json"), result)
     ckpt.close()
+    if writer:
+        writer[0].close()
     print(f"{algo.name} {ds.name} ipc={config.ipc}: accuracy {res.mean:.2f} +- {res.std:.2f} "
           f"(num_real={real.num_real}, {total:.1f}s)", flush=True)
     return result
 
 
-__all__ = ["HARMLESS_FIELDS", "check_resumable", "chunk_end", "config_differences", "load_data",
-           "run", "select_real"]
+__all__ = ["HARMLESS_FIELDS", "check_resumable", "chunk_end", "load_data", "run", "select_real"]

@@ -85,7 +85,7 @@ class MTTSettings(common.BaseSettings):
     remat: bool = setting(True, "jax.checkpoint each unrolled student step")
 
     def validate(self) -> None:
-        """ValueError on a bad value; BufferError without a buffer."""
+        """ValueError on a bad value."""
         super().validate()
         check_choice("expert_order", self.expert_order, EXPERT_ORDERS)
         gaug.parse_strategy(self.dsa_strategy)
@@ -95,9 +95,6 @@ class MTTSettings(common.BaseSettings):
             raise ValueError(f"MTT needs positive values, got {', '.join(bad) or v}")
         if self.learn_labels and not self.lr_labels > 0:
             raise ValueError("learn_labels=True needs lr_labels > 0")
-        if not self.buffer_dir:
-            raise gbuf.BufferError("MTT needs an expert buffer: set --config.buffer_dir=DIR, trained with\n  "
-                                   + gbuf.resume_command("DIR"))
 
     @functools.cached_property
     def resolved(self) -> dict:
@@ -243,6 +240,9 @@ def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm
         selection.
       ValueError: bad settings, a model with BatchNorm, a batch larger than the set.
     """
+    if not s.buffer_dir:
+        raise gbuf.BufferError("MTT needs an expert buffer: set --config.buffer_dir=DIR, trained with\n  "
+                               + gbuf.resume_command("DIR", config.data.name))
     v = s.resolved
     k = real.num_classes
     shape = real.image_shape
