@@ -49,7 +49,7 @@ import jax  # noqa: E402
 from gold.configs import dc as dc_config  # noqa: E402
 from gold.configs import dm as dm_config  # noqa: E402
 from gold import data as gdata  # noqa: E402
-from gold.distill import common, loop  # noqa: E402
+from gold.distill import common, registry  # noqa: E402
 
 SECTIONS = ("parity", "dc1", "dc10", "dm", "variants", "torch")
 
@@ -66,7 +66,7 @@ class JaxStep:
 
     def __init__(self, config, x, y):
         self.real = common.make_real_data(x, y, 10, int(config.batch_real))
-        algo = loop.get_algorithm(config.algorithm).make(config, self.real)
+        algo = registry.build(config, self.real)
         self.state = algo.init(jax.random.key(0), self.real)
         t = time.perf_counter()
         self.fn = jax.jit(algo.step).lower(self.state, jax.random.key(1), self.real).compile()
@@ -212,7 +212,7 @@ def main() -> None:
         pair("dc_ipc1_unrolled", dc_cfg(1, w, b, class_loop="unroll"), None, args.reps)
     if "dm" in sections:
         pair("dm_ipc1", dm_cfg(w, "none", b), ("dm", x, y, 1, 1, 1, w, b), args.reps)
-        pair("dm_ipc1_dsa", dm_cfg(w, dc_config.DSA_STRATEGY, b), None, args.reps)
+        pair("dm_ipc1_dsa", dm_cfg(w, dm_config.get_config("mnist").dsa_strategy, b), None, args.reps)
     if "dc10" in sections:  # one reference iteration each, no warm-up (minutes per call)
         pair("dc_ipc10", dc_cfg(10, w, b), ("dc", x, y, 10, 10, 50, w, b), 1, warmup=False)
     out["load_end"] = os.getloadavg()[0]

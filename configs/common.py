@@ -120,10 +120,8 @@ def convnet_depth(dataset: str) -> int:
     """ConvNet depth for `dataset`'s resolution: the literature's ConvNetD3 at 28/32
     pixels, D4 at 64, D5 at 128, i.e. pool until 4x4 features (`log2(side) - 2`).
 
-    The embedded 8x8 digits therefore get ConvNetD1. Measured (DC IPC 1, real init,
-    20 iterations, 2 models x 100 epochs): D3 falls from 72% to 8% (its last block
-    works on 2x2 maps and the image gradient explodes), D2 reaches 87.6%; noise init,
-    200 iterations: D1 90.1% vs 75.6% random-real (BENCHMARKS.md).
+    The embedded 8x8 digits therefore get ConvNetD1: a D3 works on 2x2 maps in its last
+    block and distillation on it collapses (measured in BENCHMARKS.md, README demo).
     """
     side = int(gdata.get_info(dataset).image_shape[-2])  # unknown name: DatasetError
     return max(1, round(math.log2(side)) - 2)

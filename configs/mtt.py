@@ -40,7 +40,7 @@ author"): syn_steps, expert_epochs, max_start_epoch, lr_img, lr_lr, syn_lr_init 
 The IPC-10 lr_img TRAP: the published table (paper appendix / README image) lists
 lr_img = 100,000 for CIFAR-10 IPC 10; the author confirmed it is a typo
 (mtt-distillation issue #31: syn_lr explodes with it; 100 or 1000 train stably). We use
-100: the value in the author-provided command list above and in PROTOCOL.md (1000 is
+100: the value in the author-provided command list above and in docs/protocol.md (1000 is
 also reported stable; FYI's scripts use 1000 with lr_lr 1e-4).
 
 MNIST is not in the ref tables (MTT never reported it). Chosen here (no ZCA, like the
@@ -56,7 +56,8 @@ passes over the buffer (the ref's order); DSA on every synthetic minibatch
 (per-sample; the ref's strategy, without flip for digit datasets); ConvNetD3 with
 instance norm (no BatchNorm: the student runs from flat parameters).
 Evaluation: 5 ConvNets, 1000 epochs with DSA, SGD momentum 0.9 wd 5e-4 with the
-LEARNED lr (x0.1 at half), batch 256.
+LEARNED lr (the reference schedule: epochs + 1 epochs, lr x0.1 and a fresh momentum after
+epoch epochs//2 + 1), batch 256.
 `remat=True` checkpoints each unrolled step (memory ~flat in syn_steps, ~1 extra
 forward+backward per step; bench/bench_mtt.py).
 """

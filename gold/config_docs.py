@@ -42,7 +42,7 @@ SHARED: dict[str, str] = {
     "eval.num_models": "networks trained on the synthetic set for the accuracy",
     "eval.epochs": "training epochs of each evaluation network",
     "eval.batch_size": "evaluation training batch size",
-    "eval.lr": "evaluation SGD learning rate (x0.1 at half the epochs)",
+    "eval.lr": "evaluation SGD learning rate (x0.1 with a momentum reset after epoch epochs//2 + 1)",
     "eval.momentum": "evaluation SGD momentum",
     "eval.weight_decay": "evaluation SGD weight decay",
     "eval.augment": "evaluation augmentation (none | dsa | dc_mnist)",

@@ -18,3 +18,17 @@ def gold_data_dir() -> Path:
     path = Path(value).expanduser()
     assert path.is_dir(), f"GOLD_DATA_DIR={value!r} is not a directory"
     return path
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "realdata: reads real MNIST / CIFAR-10 from $GOLD_DATA_DIR (deselect with "
+                   "-m 'not realdata' when you have no data folder)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses the real-data folder, so the suite splits cleanly into
+    a self-contained part (embedded digits, generated data) and a real-data part."""
+    for item in items:
+        if "gold_data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)

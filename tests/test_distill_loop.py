@@ -237,7 +237,7 @@ def test_bad_inputs_give_one_clear_error_each(tmp_path, gold_data_dir):
 
 
 def test_dc_on_embedded_digits_learns_with_the_resolution_depth(tmp_path):
-    """Regression (session-1 bug): DC on the 8x8 digits stayed at chance with ConvNetD3.
+    """Regression: DC on the 8x8 digits stayed at chance with ConvNetD3.
     The digits config now uses ConvNetD1 and DC from noise learns a usable set."""
     cfg = dc_config.get_config("digits")
     assert cfg.model.depth == 1

@@ -18,7 +18,6 @@ from gold import utility as gu
 from gold.utility import features as gfeat
 from gold.utility import loss as gloss
 
-DATA_DIR = os.environ.get("GOLD_DATA_DIR", "")
 
 
 def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
@@ -130,10 +129,10 @@ def test_forgetting_and_el2n_scores():
     assert gloss.default_el2n_epoch(50) == 5
 
 
-def test_loss_indicator_puts_flipped_labels_at_the_bottom():
+def test_loss_indicator_puts_flipped_labels_at_the_bottom(gold_data_dir):
     """5% of 3,000 real MNIST labels flipped: the loss indicator (2 trials x 2 epochs,
     width 16) must give them low utility (AUROC >= 0.9)."""
-    ds = gdata.load_dataset("mnist", DATA_DIR or None, train_per_class=300)
+    ds = gdata.load_dataset("mnist", str(gold_data_dir), train_per_class=300)
     n = len(ds.y_train)
     assert n == 3000
     rng = np.random.default_rng(0)

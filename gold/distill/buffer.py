@@ -48,6 +48,7 @@ import numpy as np
 from gold import augment as gaug
 from gold import config_utils
 from gold import nn as gnn
+from gold import progress
 from gold import rng
 from gold import selection as gsel
 from gold import workdir as gwork
@@ -524,6 +525,7 @@ def run(config: Any, workdir: str) -> dict:
     # --- train the missing chunks ----------------------------------------------------
     metrics = gwork.MetricsWriter(workdir)
     trained, experts_trained, train_seconds = 0, 0, 0.0
+    bar = progress.bar(total, "buffer experts", initial=experts_done(manifest))
     for i in range(num_chunks(total, per_chunk)):
         if str(i) in manifest["chunks"] and os.path.exists(os.path.join(workdir, chunk_file(i))):
             continue
@@ -546,6 +548,9 @@ def run(config: Any, workdir: str) -> dict:
         train_seconds += seconds
         metrics.write(hi, chunk=i, seconds=seconds, test_accuracy=float(np.mean(acc)),
                       final_train_loss=float(np.mean(losses[:, -1])))
+        bar.update(hi - lo)
+    bar.close()
+    metrics.close()
 
     accs = [a for c in manifest["chunks"].values() for a in c["test_accuracy"]]
     result = {

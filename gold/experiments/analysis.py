@@ -126,7 +126,7 @@ def analysis_features(config: Any, dataset: Any, utility: Optional[Utility], wor
     log("training one classifier for the diversity / outlier features ...")
     cfg = config.selection.get("utility")
     settings = upipe.resolve_settings(dataset.name, cfg)
-    model = upipe.build_model(dataset, cfg)
+    model = upipe.classifier(dataset, cfg)
     key = rng.selection_substream(selection_key(config.seed), "features")
     stats = train_trials(model, dataset.x_train, np.asarray(dataset.y_train, np.int32), key,
                          upipe.train_settings(settings, trials=1), log=None, keep_first=True)

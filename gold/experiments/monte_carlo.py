@@ -14,8 +14,7 @@ one compiled program. ``vmap``: a chunk of B subsets is one program, the algorit
 and the B synthetic sets are evaluated by a vmapped copy of the evaluation protocol
 (``gold.evaluate``) with one batched test pass. ``hybrid`` (default): the single-subset
 step is compiled once and run subset by subset, then the chunk is evaluated in one
-vmapped program. ``sequential``: everything one by one. Measured (see the report of
-this layer): the vmapped DC step is SLOWER per subset than the single step (0.7x on an
+vmapped program. ``sequential``: everything one by one. Measured (BENCHMARKS.md): the vmapped DC step is SLOWER per subset than the single step (0.7x on an
 H100, 0.25-0.5x on CPU: B per-subset parameter gradients lower to grouped convolutions,
 the effect ``gold.distill.common`` notes for vmapping classes), while the vmapped
 evaluation is ~2x faster per subset on the H100; hence ``hybrid``.

@@ -570,7 +570,7 @@ def train_classifier_outputs(dataset: Any, config: Any, key: jax.Array) -> Cores
     from gold.utility.loss import train_trials
 
     settings = upipe.resolve_settings(dataset.name, config)
-    model = upipe.build_model(dataset, config)
+    model = upipe.classifier(dataset, config)
     stats = train_trials(model, dataset.x_train, np.asarray(dataset.y_train, np.int32), key,
                          upipe.train_settings(settings, trials=1), log=None, keep_first=True)
     return classifier_outputs(model, stats.variables, dataset.x_train, np.asarray(dataset.y_train))

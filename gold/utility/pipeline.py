@@ -79,16 +79,15 @@ def train_settings(settings: dict, trials: Optional[int] = None) -> gloss.TrainS
     )
 
 
-def build_model(dataset: Any, config: Any = None):
-    """The classifier of ``config.model`` (default ConvNetD3) for ``dataset``."""
-    from gold import config_utils  # local: keeps `gold.utility` importable without data deps
-    from gold import models as gmodels
+def classifier(dataset: Any, config: Any = None):
+    """The classifier of ``config.model`` for ``dataset`` (``gold.config_utils.build_model``;
+    the default ConvNet when ``config`` names no model)."""
+    import ml_collections
 
-    model_cfg = _get(config, "model")
-    shape = tuple(dataset.x_train.shape[1:])
-    if model_cfg is None:
-        return gmodels.get_model("convnet", dataset.num_classes, shape)
-    return config_utils.build_model(model_cfg, dataset.num_classes, shape)
+    from gold import config_utils  # local: keeps `gold.utility` importable without data deps
+
+    model_cfg = _get(config, "model") or ml_collections.ConfigDict({"name": "convnet"})
+    return config_utils.build_model(model_cfg, dataset.num_classes, tuple(dataset.x_train.shape[1:]))
 
 
 def _print_log(step: int, scalars: dict) -> None:
@@ -159,7 +158,7 @@ def compute_utility(
     start = time.time()
     settings = resolve_settings(dataset.name, config)
     seed = int(_get(config, "seed", 0) or 0)
-    model = build_model(dataset, config)
+    model = classifier(dataset, config)
     labels = np.asarray(dataset.y_train, np.int32)
     ids = getattr(dataset, "ids", None)
     ids = np.arange(len(labels), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
@@ -295,5 +294,5 @@ def load_indices(path: str) -> np.ndarray:
     return np.loadtxt(path, dtype=np.int64).reshape(-1)
 
 
-__all__ = ["build_model", "check_indicator", "compute_utility", "load_indices",
+__all__ = ["classifier", "check_indicator", "compute_utility", "load_indices",
            "resolve_settings", "run", "scores_from_record", "train_settings"]
