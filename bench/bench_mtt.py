@@ -95,8 +95,9 @@ def _step_fn(args, syn_steps: int, remat: bool):
     keys = jax.random.split(jax.random.key(3), syn_steps)
 
     def loss(x, lr):
-        return mtt.trajectory_loss(apply, x, y, lr, theta, theta + 0.01, idx, keys,
-                                   dsa_strategy=args.dsa_strategy, remat=remat)[0]
+        end, _ = mtt.student_end(apply, x, y, lr, theta, idx, keys,
+                                 dsa_strategy=args.dsa_strategy, remat=remat)
+        return mtt.matching_loss(end, theta, theta + 0.01)
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), (x, jnp.float32(0.01)), p
 

@@ -41,14 +41,9 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
       FloatingPointError: a non-finite training loss.
     """
     start = time.time()
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    gwork.check_resumable(workdir, config, HARMLESS_FIELDS)
-    result_path = os.path.join(workdir, "result.json")
-    if os.path.exists(result_path):
-        print(f"{workdir} holds a finished run; its result is kept", flush=True)
-        return gwork.read_json(result_path)
-    gwork.prepare_workdir(workdir, config)
+    workdir, finished = gwork.start_run(workdir, config, HARMLESS_FIELDS)
+    if finished is not None:
+        return finished
     epochs = int(config.epochs)
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -111,5 +106,5 @@ def train_and_evaluate(config: Any, workdir: str) -> dict:
         "epochs": epochs,
         "seconds": elapsed0 + time.time() - start,
     }
-    gwork.write_json(result_path, result)
+    gwork.write_json(os.path.join(workdir, "result.json"), result)
     return result

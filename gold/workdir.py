@@ -134,6 +134,25 @@ def check_resumable(workdir: str, config: Any, harmless_fields: Iterable[str] = 
             f"Use a new --workdir (or delete this one). Differences: " + "; ".join(diffs))
 
 
+def start_run(workdir: str, config: Any, harmless_fields: Iterable[str] = ()) -> tuple[str, Optional[dict]]:
+    """Open ``workdir`` for a resumable run of ``config``.
+
+    Refuses a workdir holding another config (:func:`check_resumable`); returns
+    ``(absolute workdir, stored result)`` when the run already finished (its
+    ``result.json`` is kept, nothing is recomputed), else ``(absolute workdir, None)``
+    after saving ``config.json``.
+    """
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    check_resumable(workdir, config, harmless_fields)
+    result_path = os.path.join(workdir, "result.json")
+    if os.path.exists(result_path):
+        print(f"{workdir} holds a finished run; its result is kept", flush=True)
+        return workdir, read_json(result_path)
+    prepare_workdir(workdir, config)
+    return workdir, None
+
+
 # ---------------------------------------------------------------------- metrics
 def truncate_metrics(path: str, last_step: int) -> None:
     """Drop the rows of the CSV at ``path`` whose step is after ``last_step``.

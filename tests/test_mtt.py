@@ -153,8 +153,8 @@ def test_loss_is_zero_when_the_student_lands_on_the_target():
         end, _ = mtt.student_end(apply, x, y, lr, theta, idx, keys, dsa_strategy="flip")
 
         def loss(x, lr, target):
-            return mtt.trajectory_loss(apply, x, y, lr, theta, target, idx, keys,
-                                       dsa_strategy="flip")[0]
+            end_, _ = mtt.student_end(apply, x, y, lr, theta, idx, keys, dsa_strategy="flip")
+            return mtt.matching_loss(end_, theta, target)
 
         grads = jax.grad(loss, argnums=(0, 1))(x, lr, end)
         return end, loss(x, lr, end), loss(x, lr, end + 0.01), grads

@@ -32,9 +32,10 @@ import numpy as np
 import optax
 from flax import struct
 
+from gold import augment as gaug
 from gold import data as gdata
 from gold import nn as gnn
-from gold.distill.settings import check_choice, setting
+from gold.distill.settings import check_choice, check_positive, setting
 
 PyTree = Any
 
@@ -353,6 +354,34 @@ class BaseSettings:
         return self.ipc
 
 
+@dataclasses.dataclass(frozen=True)
+class PixelSGDSettings(BaseSettings):
+    """Settings of algorithms that learn pixels by SGD and augment with DSA (DC, DSA,
+    DM, MTT). A subclass changes a default with ``lr_img: float = 1.0``."""
+
+    lr_img: float = setting(0.1, "SGD learning rate of the synthetic images")
+    momentum_img: float = setting(0.5, "SGD momentum of the synthetic images")
+    dsa_strategy: str = setting(gaug.DEFAULT_STRATEGY, "DSA op groups ('none' = no augmentation)")
+
+    def validate(self) -> None:
+        """ValueError on a bad value."""
+        super().validate()
+        gaug.parse_strategy(self.dsa_strategy)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassMatchingSettings(PixelSGDSettings):
+    """Settings of algorithms that match every class separately (DC, DSA, DM)."""
+
+    class_loop: str = setting("map", "loop over classes in jit: map (lax.map) | unroll")
+
+    def validate(self) -> None:
+        """ValueError on a bad value."""
+        super().validate()
+        check_choice("class_loop", self.class_loop, CLASS_LOOPS)
+        check_positive(lr_img=self.lr_img)
+
+
 def sgd(lr: float, momentum: float) -> optax.GradientTransformation:
     """SGD on synthetic parameters, PyTorch semantics, no weight decay."""
     return gnn.sgd(lr, momentum, 0.0)
@@ -458,7 +487,7 @@ def tree_all_finite(tree: PyTree) -> jax.Array:
 
 
 __all__ = [
-    "Algorithm", "BaseSettings", "CLASS_LOOPS", "DistillState", "INIT_MODES", "ImageParameterization",
+    "Algorithm", "BaseSettings", "CLASS_LOOPS", "ClassMatchingSettings", "PixelSGDSettings", "DistillState", "INIT_MODES", "ImageParameterization",
     "Pixels", "RealData", "Synthetic", "SyntheticSpec", "apply_update", "check_real_init",
     "has_batchnorm", "image_gradient_step", "init_real_images", "make_real_data",
     "per_class_value_and_grad", "real_all_classes", "real_class_batch", "sgd", "train_network",

@@ -104,11 +104,10 @@ class RuntimePruning:
 
 
 @dataclasses.dataclass(frozen=True)
-class DCSettings(common.BaseSettings):
-    """DC / DSA hyper-parameters (paper supp. 12.3; reference ``main.py``)."""
+class DCSettings(common.ClassMatchingSettings):
+    """DC / DSA hyper-parameters (paper supp. 12.3; reference ``main.py``): 1000
+    iterations, noise init, SGD on the images with lr 0.1 and momentum 0.5."""
 
-    lr_img: float = setting(0.1, "SGD learning rate of the synthetic images")
-    momentum_img: float = setting(0.5, "SGD momentum of the synthetic images")
     lr_net: float = setting(0.01, "SGD learning rate of the network between outer loops")
     momentum_net: float = setting(0.0, "SGD momentum of the network (reference: none)")
     batch_train: int = setting(256, "minibatch of synthetic images when training the network")
@@ -116,18 +115,14 @@ class DCSettings(common.BaseSettings):
     inner_loop: int = setting(0, "network epochs between image updates (0 = by ipc)")
     loops_by_ipc: tuple = setting(LOOPS_BY_IPC, "rows (ipc, outer_loop, inner_loop), reference get_loops")
     dis_metric: str = setting("ours", "gradient distance: ours | mse | cos | l1")
-    dsa_strategy: str = setting(gaug.DEFAULT_STRATEGY, "DSA op groups (used by DSA)")
     bn_batch_per_class: int = setting(16, "real images per class that set BatchNorm statistics")
-    class_loop: str = setting("map", "loop over classes in jit: map (lax.map) | unroll")
     runtime_pruning: RuntimePruning = group(RuntimePruning, "runtime pruning of real batches")
 
     def validate(self) -> None:
         """ValueError on a bad value, or runtime pruning that could never start."""
         super().validate()
         check_choice("dis_metric", self.dis_metric, matching.METRICS)
-        check_choice("class_loop", self.class_loop, common.CLASS_LOOPS)
-        gaug.parse_strategy(self.dsa_strategy)
-        check_positive(lr_img=self.lr_img, batch_train=self.batch_train)
+        check_positive(batch_train=self.batch_train)
         rp = self.runtime_pruning
         if rp.enabled and rp.start_unit == "outer_loop" and self.prune_start_outer >= self.loops[0]:
             raise ValueError(

@@ -31,26 +31,16 @@ from gold import nn as gnn
 from gold.distill import common
 from gold.distill import matching
 from gold.distill import registry
-from gold.distill.settings import check_choice, check_positive, setting
 
 
 @dataclasses.dataclass(frozen=True)
-class DMSettings(common.BaseSettings):
-    """DM hyper-parameters (paper supp. 12.3; reference ``main_DM.py``)."""
+class DMSettings(common.ClassMatchingSettings):
+    """DM hyper-parameters (paper supp. 12.3; reference ``main_DM.py``): 20,000
+    iterations, real init, SGD on the images with lr 1.0 and momentum 0.5, Siamese DSA."""
 
-    iterations: int = setting(20000, "distillation iterations (0 = evaluate the initial set)")
-    init: str = setting("real", "initial synthetic images: real (random kept images) | noise")
-    lr_img: float = setting(1.0, "SGD learning rate of the synthetic images")
-    momentum_img: float = setting(0.5, "SGD momentum of the synthetic images")
-    dsa_strategy: str = setting(gaug.DEFAULT_STRATEGY, "Siamese DSA op groups ('none' = off)")
-    class_loop: str = setting("map", "loop over classes in jit: map (lax.map) | unroll")
-
-    def validate(self) -> None:
-        """ValueError on a bad value."""
-        super().validate()
-        check_choice("class_loop", self.class_loop, common.CLASS_LOOPS)
-        gaug.parse_strategy(self.dsa_strategy)
-        check_positive(lr_img=self.lr_img)
+    iterations: int = 20000
+    init: str = "real"
+    lr_img: float = 1.0
 
 
 @registry.register("dm", DMSettings)

@@ -16,7 +16,7 @@ uninterrupted runs draw the same randomness.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,8 @@ reference iteration:
    (per-sample parameters, as the ref's ``DiffAugment(..., param)``), mean
    cross-entropy; ``gold.distill.unroll.unroll`` (``lax.scan``, ``jax.checkpoint``
    per step when ``remat``: memory nearly flat in ``syn_steps``);
-3. loss ``||theta_end - theta_target||^2 / ||theta_start - theta_target||^2``;
+3. loss ``||theta_end - theta_target||^2 / ||theta_start - theta_target||^2``
+   (:func:`matching_loss` of :func:`student_end`);
 4. SGD (momentum 0.5) on the images with ``lr_img`` and on the synthetic lr with
    ``lr_lr`` (per-entry optimisers of ``SyntheticSpec``). The lr is learned raw (not
    through a softplus), initialised at ``syn_lr_init`` (the ref's ``--lr_teacher`` of
@@ -59,11 +60,12 @@ EXPERT_ORDERS: tuple[str, ...] = ("cycle", "random")
 
 
 @dataclasses.dataclass(frozen=True)
-class MTTSettings(common.BaseSettings):
-    """MTT hyper-parameters (ref mtt-distillation ``distill.py``; ``configs/mtt.py``)."""
+class MTTSettings(common.PixelSGDSettings):
+    """MTT hyper-parameters (ref mtt-distillation ``distill.py``; ``configs/mtt.py``):
+    the paper's 10,000 iterations, real init, momentum 0.5 on images and lr."""
 
-    iterations: int = setting(10000, "distillation iterations (paper: 10,000)")
-    init: str = setting("real", "initial synthetic images: real (the paper's) | noise")
+    iterations: int = 10000
+    init: str = "real"
     buffer_dir: str = setting("", "the expert buffer (launch/buffer.py --workdir)")
     max_experts: int = setting(0, "> 0: use only the first n experts of the buffer")
     allow_buffer_mismatch: bool = setting(False, "accept experts trained on other real samples")
@@ -77,18 +79,15 @@ class MTTSettings(common.BaseSettings):
     lr_lr: float = setting(0.0, "SGD learning rate of the learned lr (0 = from per_ipc)")
     syn_lr_init: float = setting(0.0, "initial learned student lr (ref --lr_teacher; 0 = per_ipc)")
     batch_syn: int = setting(0, "synthetic minibatch of a student step (0 = per_ipc; 0 there = all)")
-    momentum_img: float = setting(0.5, "SGD momentum of the images")
     momentum_lr: float = setting(0.5, "SGD momentum of the learned lr")
     learn_labels: bool = setting(False, "also learn soft labels (student: soft cross-entropy)")
     lr_labels: float = setting(0.0, "SGD learning rate of learned labels (momentum_img)")
-    dsa_strategy: str = setting(gaug.DEFAULT_STRATEGY, "DSA op groups of the student's batches")
     remat: bool = setting(True, "jax.checkpoint each unrolled student step")
 
     def validate(self) -> None:
         """ValueError on a bad value."""
         super().validate()
         check_choice("expert_order", self.expert_order, EXPERT_ORDERS)
-        gaug.parse_strategy(self.dsa_strategy)
         v = self.resolved
         bad = [f"{k}={v[k]}" for k in ("syn_steps", "expert_epochs", "max_start_epoch") if v[k] < 1]
         if bad or v["batch_syn"] < 0:
@@ -187,27 +186,6 @@ def student_end(
     return res.params, res.losses
 
 
-def trajectory_loss(
-    apply: Callable[[jax.Array, jax.Array, bool], jax.Array],
-    x_syn: jax.Array,
-    y_syn: jax.Array,
-    lr: jax.Array,
-    theta_start: jax.Array,
-    theta_target: jax.Array,
-    idx: jax.Array,
-    aug_keys: jax.Array,
-    *,
-    dsa_strategy: str = gaug.DEFAULT_STRATEGY,
-    remat: bool = True,
-) -> tuple[jax.Array, jax.Array]:
-    """MTT loss of one expert segment: (:func:`matching_loss` of the student's end,
-    mean inner cross-entropy). Differentiable w.r.t. ``x_syn`` and ``lr``; arguments as
-    in :func:`student_end`, ``theta_target [P]`` the expert's epoch ``s + expert_epochs``."""
-    end, losses = student_end(apply, x_syn, y_syn, lr, theta_start, idx, aug_keys,
-                              dsa_strategy=dsa_strategy, remat=remat)
-    return matching_loss(end, theta_start, theta_target), jnp.mean(losses)
-
-
 def check_selection(buf: gbuf.ExpertBuffer, real: common.RealData, buffer_dir: str,
                     config_selection: Any) -> None:
     """Raise :class:`gold.distill.buffer.BufferError` when the buffer's experts were
@@ -283,9 +261,11 @@ def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm
                                          {"expert_order": jax.random.key_data(k_order)})
 
     def outer_loss(params, theta_start, theta_target, idx, aug_keys):
+        """(matching loss of the student's end, mean inner cross-entropy)."""
         syn = spec.decode(params)
-        return trajectory_loss(apply, syn.x, syn.y, syn.lr, theta_start, theta_target,
-                               idx, aug_keys, dsa_strategy=s.dsa_strategy, remat=s.remat)
+        end, inner = student_end(apply, syn.x, syn.y, syn.lr, theta_start, idx, aug_keys,
+                                 dsa_strategy=s.dsa_strategy, remat=s.remat)
+        return matching_loss(end, theta_start, theta_target), jnp.mean(inner)
 
     grad_fn = jax.value_and_grad(outer_loss, has_aux=True)
 
@@ -320,4 +300,4 @@ def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm
 
 
 __all__ = ["EXPERT_ORDERS", "MTTSettings", "PER_IPC_FIELDS", "check_selection", "expert_at", "make",
-           "matching_loss", "minibatch_indices", "student_end", "trajectory_loss"]
+           "matching_loss", "minibatch_indices", "student_end"]

@@ -97,12 +97,23 @@ def to_config(cls: type) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(out)
 
 
+def field_doc(cls: type, name: str) -> str:
+    """The doc of field ``name``: from the nearest class in ``cls``'s MRO that declared
+    it with :func:`setting` (a subclass may change a default with a bare
+    ``name: type = value`` and keep the doc)."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata.get("doc"):
+            return f.metadata["doc"]
+    return ""
+
+
 def docs(cls: type, prefix: str = "") -> dict[str, str]:
     """``{dotted field path: doc}`` of settings dataclass ``cls``."""
     out = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        out[prefix + f.name] = f.metadata.get("doc", "")
+        out[prefix + f.name] = field_doc(cls, f.name)
         if dataclasses.is_dataclass(hints[f.name]):
             out.update(docs(hints[f.name], prefix + f.name + "."))
     return out
@@ -126,5 +137,5 @@ def check_positive(**values: float) -> None:
         raise ValueError(f"these settings must be > 0: {', '.join(bad)}")
 
 
-__all__ = ["as_dict", "check_choice", "check_positive", "docs", "from_config", "group",
+__all__ = ["as_dict", "check_choice", "check_positive", "docs", "field_doc", "from_config", "group",
            "setting", "to_config"]

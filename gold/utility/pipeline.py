@@ -236,14 +236,9 @@ def run(config: Any, workdir: str) -> dict:
 
     start = time.time()
     check_indicator(config.indicator)
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    gwork.check_resumable(workdir, config, HARMLESS_FIELDS)
-    result_path = os.path.join(workdir, "result.json")
-    if os.path.exists(result_path):
-        print(f"{workdir} holds a finished run; its result is kept", flush=True)
-        return gwork.read_json(result_path)
-    gwork.prepare_workdir(workdir, config)
+    workdir, finished = gwork.start_run(workdir, config, HARMLESS_FIELDS)
+    if finished is not None:
+        return finished
     ds = config_utils.load_data(config.data)
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
     resume_step = ckpt.latest_step() or 0
@@ -277,7 +272,7 @@ def run(config: Any, workdir: str) -> dict:
     if "train_loss" in u.extras:
         result["final_train_loss"] = float(np.mean(u.extras["train_loss"][:, -1]))
         result["final_train_accuracy"] = 100.0 * float(np.mean(u.extras["correct_curve"][-1]))
-    gwork.write_json(result_path, result)
+    gwork.write_json(os.path.join(workdir, "result.json"), result)
     return result
 
 
