@@ -13,8 +13,11 @@ its own stream, ``jax.random.fold_in(root, STREAMS[name])``:
 * ``experts``: MTT expert ``i`` uses ``fold_in(experts, i)``;
 * ``features``: the classifier behind diversity / outlier features of an analysis.
 
-Inside the selection stream, the policy and the on-the-fly indicator have sub-streams
-(:data:`SELECTION_SUBSTREAMS`). The numbers are part of the results' reproducibility:
+Inside a stage, its parts have named sub-streams (:data:`SUBSTREAMS`,
+:func:`substream`): the selection's policy, on-the-fly indicator, random scores and
+analysis features; the utility's trials, K-means and default init images; a coreset's
+classifier and method. Per-element keys (class c, trial t, expert i) fold the element's
+global index into their stream. The numbers are part of the results' reproducibility:
 never renumber a stream.
 """
 
@@ -30,11 +33,16 @@ STREAMS: dict[str, int] = {
     "experts": 7,
 }
 
-SELECTION_SUBSTREAMS: dict[str, int] = {
-    "policy": 0,
-    "indicator": 1,
-    "random_scores": 2,
-    "features": 7,
+SUBSTREAMS: dict[str, int] = {
+    "selection.policy": 0,
+    "selection.indicator": 1,
+    "selection.random_scores": 2,
+    "selection.features": 7,
+    "utility.trials": 0,
+    "utility.kmeans": 1,
+    "utility.init_images": 2,
+    "coreset.classifier": 0,
+    "coreset.method": 1,
 }
 
 
@@ -59,11 +67,15 @@ def seed_stream(seed: int, name: str) -> jax.Array:
     return stream(root(seed), name)
 
 
-def selection_substream(key: jax.Array, name: str) -> jax.Array:
-    """A sub-stream of the selection stream ``key`` (:data:`SELECTION_SUBSTREAMS`)."""
-    if name not in SELECTION_SUBSTREAMS:
-        raise KeyError(f"unknown selection stream {name!r}; valid: {sorted(SELECTION_SUBSTREAMS)}")
-    return jax.random.fold_in(key, SELECTION_SUBSTREAMS[name])
+def substream(key: jax.Array, name: str) -> jax.Array:
+    """The named sub-stream of a stage's key (:data:`SUBSTREAMS`, e.g. ``'utility.trials'``).
+
+    Raises:
+      KeyError: unknown name (lists the valid ones).
+    """
+    if name not in SUBSTREAMS:
+        raise KeyError(f"unknown random sub-stream {name!r}; valid: {sorted(SUBSTREAMS)}")
+    return jax.random.fold_in(key, SUBSTREAMS[name])
 
 
 def step_key(steps: jax.Array, iteration) -> jax.Array:
@@ -71,5 +83,4 @@ def step_key(steps: jax.Array, iteration) -> jax.Array:
     return jax.random.fold_in(steps, iteration)
 
 
-__all__ = ["SELECTION_SUBSTREAMS", "STREAMS", "root", "seed_stream", "selection_substream",
-           "step_key", "stream"]
+__all__ = ["STREAMS", "SUBSTREAMS", "root", "seed_stream", "step_key", "stream", "substream"]

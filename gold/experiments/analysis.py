@@ -77,7 +77,7 @@ def experiment_utility(config: Any, dataset: Any, workdir: str, *, max_ratio: fl
         else:
             log(f"training the classifier for the {indicator} coreset ...")
             inputs = gcore.train_classifier_outputs(dataset, sel.get("utility"),
-                                                     rng.selection_substream(key, "policy"))
+                                                     rng.substream(key, "selection.policy"))
             np.savez(inputs_path, **inputs._asdict())
 
         def coreset_path(ratio: float) -> str:
@@ -127,7 +127,7 @@ def analysis_features(config: Any, dataset: Any, utility: Optional[Utility], wor
     cfg = config.selection.get("utility")
     settings = upipe.resolve_settings(dataset.name, cfg)
     model = upipe.classifier(dataset, cfg)
-    key = rng.selection_substream(selection_key(config.seed), "features")
+    key = rng.substream(selection_key(config.seed), "selection.features")
     stats = train_trials(model, dataset.x_train, np.asarray(dataset.y_train, np.int32), key,
                          upipe.train_settings(settings, trials=1), log=None, keep_first=True)
     feats = gap_features(model, stats.variables, dataset.x_train)

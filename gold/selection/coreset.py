@@ -58,6 +58,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
+from gold import rng
+
 METHODS: tuple[str, ...] = ("craig", "gradmatch", "glister", "herding", "kmeans")
 """Valid coreset methods."""
 
@@ -597,7 +599,7 @@ def coreset_utility(
       dataset: :class:`gold.data.Dataset`.
       config: utility/classifier settings (see :func:`train_classifier_outputs`) plus
         optional coreset fields ``gradients``, ``val_size``, ``lam``, ``eta``.
-      key: PRNG key; the classifier uses ``fold_in(key, 0)``, the method ``fold_in(key, 1)``.
+      key: PRNG key; sub-streams ``coreset.classifier`` and ``coreset.method`` (``gold.rng``).
       ratio: kept fraction (the largest one a sweep will ask for).
       min_per_class: lower bound of every class budget.
       inputs: precomputed classifier outputs (skips the training).
@@ -609,12 +611,12 @@ def coreset_utility(
     _check_method(method)
     start = time.time()
     if inputs is None:
-        inputs = train_classifier_outputs(dataset, config, jax.random.fold_in(key, 0))
+        inputs = train_classifier_outputs(dataset, config, rng.substream(key, "coreset.classifier"))
     get = (lambda name, d: (config.get(name, d) if hasattr(config, "get") else d) if config is not None else d)
     opts = {"gradients": get("gradients", "last_layer"), "val_size": int(get("val_size", 1000)),
             "lam": float(get("lam", 0.5)), "eta": float(get("eta", 0.01))}
     c = int(dataset.num_classes)
-    k_method = jax.random.fold_in(key, 1)
+    k_method = rng.substream(key, "coreset.method")
     if method in NESTED:
         scores = coreset_order_scores(method, inputs, c, ratio, k_method,
                                       min_per_class=min_per_class, **opts)

@@ -30,7 +30,8 @@ given, cached as ``<workdir>/utility_<indicator>.npz`` (reused when present and 
 the dataset; a cached loss / el2n / forgetting run also serves the other two, they come
 from the same training curves).
 
-Keys: the policy uses ``fold_in(key, 0)``; an on-the-fly indicator ``fold_in(key, 1)``.
+Keys (``gold.rng`` sub-streams): ``selection.policy`` for the policy,
+``selection.indicator`` for an on-the-fly indicator, ``selection.random_scores``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from gold import rng
 from gold.selection.coreset import METHODS as CORESET_METHODS
 from gold.selection.coreset import coreset_utility
 from gold.selection.policies import keep_count, select
@@ -93,7 +95,7 @@ def selection_utility(selection_cfg: Any, dataset: Any, key: jax.Array, *,
             check_utility(u, dataset.name, labels, source=cache)
             return u
         u = coreset_utility(indicator, dataset, _get(selection_cfg, "utility"),
-                            jax.random.fold_in(key, 1), ratio=ratio)
+                            rng.substream(key, "selection.indicator"), ratio=ratio)
         if cache:
             save_utility(cache, u)
         return u
@@ -111,7 +113,8 @@ def selection_utility(selection_cfg: Any, dataset: Any, key: jax.Array, *,
                 check_utility(u, dataset.name, labels, source=path_o)
                 if u.curve is not None and "el2n_curve" in u.extras:
                     return scores_from_record(indicator, u)
-    u = compute_utility(indicator, dataset, _get(selection_cfg, "utility"), jax.random.fold_in(key, 1))
+    u = compute_utility(indicator, dataset, _get(selection_cfg, "utility"),
+                        rng.substream(key, "selection.indicator"))
     if cache:
         save_utility(cache, u)
     return u
@@ -197,10 +200,10 @@ def select_from_config(selection_cfg: Any, dataset: Any, key: jax.Array, *,
         return np.arange(n, dtype=np.int64)
     if ratio == 1.0 and not stratum:
         return np.arange(n, dtype=np.int64)
-    k_policy = jax.random.fold_in(key, 0)
+    k_policy = rng.substream(key, "selection.policy")
     if indicator == "random":
         if stratum:  # random strata: the paper's "Random" row of Table 12
-            scores = np.asarray(jax.random.uniform(jax.random.fold_in(key, 2), (n,)))
+            scores = np.asarray(jax.random.uniform(rng.substream(key, "selection.random_scores"), (n,)))
             return select(None, labels, num_classes, policy="stratify", scores=scores,
                           stratum=stratum, num_strata=num_strata, min_per_class=min_per_class)
         kept = select(k_policy, labels, num_classes, policy="random", ratio=ratio,

@@ -2,9 +2,9 @@
 library function (:func:`run`, used by ``launch/utility.py``).
 
 Keys derived from the run key ``key = jax.random.key(seed)``: classifier training
-``fold_in(key, 0)`` (trial t: ``fold_in(fold_in(key, 0), t)``), K-means
-``fold_in(key, 1)`` (class c: ``fold_in(fold_in(key, 1), c)``), default real-init
-images ``fold_in(key, 2)``.
+``gold.rng`` sub-stream ``utility.trials`` (trial t: ``fold_in(., t)``), K-means
+``utility.kmeans`` (class c: ``fold_in(., c)``), default real-init images
+``utility.init_images``.
 
 The feature indicators (density, cluster, init_distance) use the GAP features of the
 FIRST trial's network, trained with the loss indicator's settings (paper 12.4: "we use
@@ -22,6 +22,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from gold import rng
 from gold import workdir as gwork
 from gold.checkpoint import Checkpointer
 from gold.utility import features as gfeat
@@ -141,7 +142,7 @@ def compute_utility(
       key: PRNG key of the run.
       init_indices: real-init image indices for ``init_distance`` (default: the IPC
         images of :func:`gold.utility.features.default_init_indices` with
-        ``fold_in(key, 2)``).
+        ``utility.init_images``).
       log: per-epoch progress callback ``(step, scalars)``; None = silent.
       checkpointer, checkpoint_every: resumable training of the trials (see
         :func:`gold.utility.loss.train_trials`); None = no checkpoints.
@@ -176,7 +177,7 @@ def compute_utility(
     ts = train_settings(settings, trials)
     settings["trials"] = ts.trials  # feature indicators train trial 0 only
     need_features = indicator in FEATURE_FAMILY or bool(settings["save_features"])
-    stats = gloss.train_trials(model, dataset.x_train, labels, jax.random.fold_in(key, 0), ts,
+    stats = gloss.train_trials(model, dataset.x_train, labels, rng.substream(key, "utility.trials"), ts,
                                log=log, keep_first=need_features, checkpointer=checkpointer,
                                checkpoint_every=checkpoint_every)
     extras: dict[str, np.ndarray] = {}
@@ -200,10 +201,10 @@ def compute_utility(
         scores = gfeat.density_scores(feats, labels, num_classes, int(settings["knn_k"]))
     elif indicator == "cluster":
         scores = gfeat.cluster_scores(feats, labels, num_classes, int(settings["num_clusters"]),
-                                      jax.random.fold_in(key, 1), max_iter=int(settings["kmeans_iters"]))
+                                      rng.substream(key, "utility.kmeans"), max_iter=int(settings["kmeans_iters"]))
     else:  # init_distance
         if init_indices is None:
-            init_indices = gfeat.default_init_indices(jax.random.fold_in(key, 2), labels,
+            init_indices = gfeat.default_init_indices(rng.substream(key, "utility.init_images"), labels,
                                                       num_classes, int(settings["ipc"]))
         init_indices = np.asarray(init_indices, np.int64)
         extras["init_indices"] = init_indices
