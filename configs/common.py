@@ -69,8 +69,11 @@ _RUNLOCAL = {
     "selection.utility.model.width": 32,
     # classifier / utility / buffer epochs
     "epochs": lambda v: min(int(v), 3),
-    # buffer
+    # buffer, and MTT's segments (must fit the 3-epoch runlocal buffer)
     "num_experts": lambda v: min(int(v), 2),
+    "syn_steps": 5,
+    "expert_epochs": 1,
+    "max_start_epoch": 2,
     "experts_per_chunk": 1,
     "max_test": 500,
     # experiments

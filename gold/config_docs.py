@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 SHARED: dict[str, str] = {
-    "algorithm": "distillation algorithm (dc | dsa | dm | mtt)",
+    "algorithm": "distillation algorithm (registered names: gold.distill.registry.names())",
+    "max_abs_ratio": "stop when a synthetic pixel exceeds this x the largest real pixel (exploding)",
     "data.name": "dataset (digits is embedded; others read data.dir)",
     "data.dir": "folder with the dataset files (default $GOLD_DATA_DIR)",
     "data.zca": "ZCA-whiten the images (regularisation 0.1)",
@@ -172,7 +173,8 @@ def algorithm_docs(config: Any) -> dict[str, str]:
         return {}
     from gold.distill import registry  # local: imports JAX
 
-    return dict(registry.settings_docs(str(name)))
+    names = " | ".join(registry.names())
+    return {"algorithm": f"distillation algorithm ({names})", **registry.settings_docs(str(name))}
 
 
 def _leaves(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
