@@ -20,7 +20,8 @@ Fields beyond the DC config (configs/dc.py):
   monte_carlo.subset_ratio      M / N
   monte_carlo.balanced          False = uniform subsets (paper), True = M / C per class
   monte_carlo.chunk             subsets per vmapped program
-  monte_carlo.crn               common random numbers within a chunk (same networks / keys)
+  monte_carlo.crn               False = independent trials (paper); True = common random numbers
+                                (every trial shares one key: same networks, inits, eval nets)
   monte_carlo.sequential_check  also run the first n subsets one by one (speed, agreement)
   monte_carlo.convergence       trials per half for the split-half curve (() = powers of 2)
   monte_carlo.mode              hybrid (one compiled step run per subset + vmapped evaluation of

@@ -178,8 +178,11 @@ def test_log_chunks_equal_one_step_at_a_time(tmp_path, gold_data_dir):
              checkpoint_every=0, log_every=1)
     b = tiny(dm_config.get_config("mnist"), gold_data_dir, iterations=4, dsa_strategy="none",
              checkpoint_every=0, log_every=4)
-    loop.run(a, str(tmp_path / "a"))
+    res_a = loop.run(a, str(tmp_path / "a"))
     loop.run(b, str(tmp_path / "b"))
+    mtime = os.path.getmtime(tmp_path / "a" / "synthetic.npz")
+    assert loop.run(a, str(tmp_path / "a")) == res_a  # finished: kept, nothing recomputed
+    assert os.path.getmtime(tmp_path / "a" / "synthetic.npz") == mtime
     xa, xb = (load_synthetic(str(tmp_path / d / "synthetic.npz")).x for d in "ab")
     np.testing.assert_allclose(xa, xb, rtol=1e-5, atol=1e-5)
     import csv

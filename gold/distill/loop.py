@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -65,6 +65,16 @@ def check_resumable(workdir: str, config: Any) -> None:
     """Raise ValueError when ``workdir`` holds a run with a different config (beyond
     :data:`HARMLESS_FIELDS`)."""
     gwork.check_resumable(workdir, config, HARMLESS_FIELDS)
+
+
+def finished_result(workdir: str, config: Any) -> Optional[dict]:
+    """The stored ``result.json`` when ``workdir`` finished a run of exactly ``config``
+    (harmless fields included: a changed evaluation or a longer run recomputes)."""
+    path = os.path.join(workdir, "result.json")
+    if not os.path.exists(path) or gwork.config_differences(
+            gwork.read_json(os.path.join(workdir, "config.json")), config):
+        return None
+    return gwork.read_json(path)
 
 
 # ------------------------------------------------------------------------ data
@@ -120,6 +130,10 @@ def run(config: Any, workdir: str) -> dict:
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     check_resumable(workdir, config)
+    finished = finished_result(workdir, config)
+    if finished is not None:
+        print(f"{workdir} holds this finished run; its result is kept", flush=True)
+        return finished
     iterations = int(config.iterations)
 
     # --- data and selection ------------------------------------------------------
@@ -279,4 +293,5 @@ def run(config: Any, workdir: str) -> dict:
     return result
 
 
-__all__ = ["HARMLESS_FIELDS", "check_resumable", "chunk_end", "load_data", "run", "select_real"]
+__all__ = ["HARMLESS_FIELDS", "check_resumable", "chunk_end", "finished_result", "load_data", "run",
+           "select_real"]
