@@ -1,0 +1,51 @@
+"""RFAD: random-feature approximation of the ConvNet NNGP (Loo et al., NeurIPS 2022;
+ref yolky/RFAD `run_distillation.py`).
+
+Run (ref example: Platt loss; add `--config.learn_labels=True` for label learning):
+  python launch/distill.py --config=configs/rfad.py:cifar10 --workdir=/tmp/rfad_c10 --config.ipc=1
+Paper (critical-samples Table 8): RFAD CIFAR-10 IPC 1 53.7 with 50% of the data;
+Table 16: gamma(loss) of RFAD at IPC 1: 30% / 70%.
+
+CPU-sized MNIST run (or `configs/rfad.py:mnist,runlocal`):
+  python launch/distill.py --config=configs/rfad.py:mnist --workdir=/tmp/rfad_cpu \
+      --config.model.width=32 --config.batch_real=64 --config.iterations=300 \
+      --config.eval.augment=none --config.eval.epochs=300
+
+Hyper-parameters are declared once in `gold.distill.rfad.RFADSettings` (ref
+defaults): 8 random ConvNets per step, redrawn every step, width 2 x 128, no norm,
+N(0, 2/fan_in) weights and N(0, 0.1^2) biases, head chopped; NNGP readout
+K = 2 phi.phi' + 0.01; KRR ridge 5e-3 * trace / S (ref `--jit`); centred one-hot
+labels; Platt loss with a learned log-temperature (init 0, lr 1e-2); AdaBelief lr 1e-3
+(eps 1e-16) on the images (and the labels with `learn_labels`); real init. The ref's
+real batch is 4 x 1280 uniformly drawn images; here `batch_real` = 512 per class,
+class-balanced (the same ~5120 on 10 classes). The ref runs up to 100,000 iterations
+with validation early stopping; `iterations` = 5000 here. The same settings for every
+dataset (the ref has no per-dataset distillation hyper-parameters; CIFAR uses ZCA
+with reg 0.1 there, issue 15 item 5, not applied yet: `data.zca` stays False).
+Evaluation: the DC protocol (MNIST-like: crop/scale/rotate augmentation, 1000 epochs;
+else 300 epochs without augmentation). The ref's finite-network evaluation (its
+`utils.py` best hyper-parameters: Adam, MSE on centred labels scaled by `label_scale`)
+is not reproduced here.
+"""
+
+import ml_collections
+
+from gold.configs import common
+from gold.configs import dc
+from gold.distill import rfad as rfad_algorithm
+
+
+def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
+    """Ref RFAD settings for `arg` = "dataset[,runlocal]" (IPC is `config.ipc`)."""
+    dataset, options = common.parse_arg(arg, "cifar10")
+    config = dc.base(dataset, "rfad", rfad_algorithm.RFADSettings)
+    config.batch_real = 512
+    if dataset == "digits":  # the embedded 8x8 demo
+        config.iterations = 200
+    if common.mnist_like(dataset):
+        config.eval = common.evaluation(dataset, augment="dc_mnist", epochs=1000)
+    else:
+        config.eval = common.evaluation(dataset, augment="none", epochs=300)
+    config.checkpoint_every = 100
+    config.log_every = 20
+    return common.apply_options(config, options)
