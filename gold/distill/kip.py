@@ -109,14 +109,16 @@ def ntk_with_jacobian(apply_fn: ApplyFn, params: PyTree, x: jax.Array, jac: PyTr
     Every row ``jac[s, k]`` is a tangent of the network linearised at ``params`` on
     ``x`` (``jax.linearize``: the forward pass runs once); the ``k``-th output of the
     pushed-forward tangent is ``<J_k(x_t), J_k(x_s)>``. ``chunk > 0``: that many
-    tangents at a time (``lax.map``), bounding memory.
+    tangents at a time (``lax.map`` of a ``jax.checkpoint``-ed push-forward), bounding
+    the memory of the forward and of the backward pass.
     """
     leaves = jax.tree.leaves(jac)
     s, k = leaves[0].shape[:2]
     flat = jax.tree.map(lambda l: l.reshape(s * k, *l.shape[2:]), jac)
     _, lin = jax.linearize(lambda p: apply_fn(p, x), params)
     if chunk and chunk < s * k:
-        out = jax.lax.map(lin, flat, batch_size=int(chunk))
+        # rematerialised per chunk: the backward pass keeps one chunk's tangents alive
+        out = jax.lax.map(jax.checkpoint(lin), flat, batch_size=int(chunk))
     else:
         out = jax.vmap(lin)(flat)                      # [S*K, T, K]
     out = out.reshape(s, k, *out.shape[1:])           # [S, K, T, K]
