@@ -209,6 +209,11 @@ def evaluate_synthetic(
         raise ValueError(f"synthetic images {x_syn.shape[1:]} and test images {x_test.shape[1:]} differ in shape")
     if x_syn.shape[0] != y_syn.shape[0]:
         raise ValueError(f"{x_syn.shape[0]} synthetic images but {y_syn.shape[0]} labels")
+    if np.ndim(y_syn) == 2 and float(np.min(np.asarray(y_syn))) < 0:
+        raise ValueError(
+            "the synthetic labels have negative entries (e.g. centred learned labels): the "
+            "evaluation trains with soft-label cross-entropy, which has no minimum for them. "
+            "Distil with learn_labels=False, or keep labels non-negative")
     start = time.time()
     keys = jax.random.split(key, protocol.num_models)
     lr_value = jnp.float32(protocol.lr if lr is None else lr)

@@ -59,3 +59,17 @@ def test_train_networks_matches_the_reference_loop():
         got = gnn.unstack_variables(trained, k)["params"]
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_negative_soft_labels_are_refused():
+    """Centred learned labels have no soft-label cross-entropy minimum: a clear error."""
+    import jax
+    import numpy as np
+    import pytest
+
+    from gold.evaluate import EvalProtocol, evaluate_synthetic
+
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    y = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]] - 0.5
+    with pytest.raises(ValueError, match="negative entries"):
+        evaluate_synthetic(jax.random.key(0), x, y, x, np.zeros(4, np.int32), 2, EvalProtocol(epochs=1))

@@ -156,7 +156,7 @@ def test_kip_without_label_learning_keeps_hard_labels(digits):
 
 def test_bad_settings_and_models_are_refused(digits):
     with pytest.raises(ValueError, match="lr_labels"):
-        build("kip", digits, lr_labels=0.0)
+        build("kip", digits, learn_labels=True, lr_labels=0.0)
     with pytest.raises(ValueError, match="weight_init"):
         build("kip", digits, weight_init="xavier")
     with pytest.raises(ValueError, match="loss"):
