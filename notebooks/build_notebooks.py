@@ -232,9 +232,6 @@ def critical_samples() -> nbformat.NotebookNode:
         new_code_cell(
             "from gold.configs import stratify as stratify_config, sweep as sweep_config\n"
             "from gold.experiments.common import with_overrides\n"
-            "# gold.configs.sweep / stratify import the algorithm's config as top-level `configs.<name>`,\n"
-            "# which exists only when the repository root is on sys.path; point it at gold.configs.\n"
-            "sys.modules.setdefault(\"configs\", gold.configs)\n"
             "\n"
             "OVERRIDES = {}  # dotted field -> value; everything else is the config's setting for DATASET\n"
             "if DATASET == \"mnist\":\n"
