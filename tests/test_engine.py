@@ -63,6 +63,17 @@ def test_every_algorithm_config_field_is_a_declared_setting_or_a_loop_field():
     assert set(cfg.keys()) == declared | loop_fields
 
 
+def test_chunks_end_at_every_log_eval_and_checkpoint_iteration():
+    from gold.distill.loop import chunk_end
+
+    ends, done = [], 0
+    while done < 23:
+        done = chunk_end(done, 23, 10, 0, 4)
+        ends.append(done)
+    assert ends == [4, 8, 10, 12, 16, 20, 23]
+    assert chunk_end(0, 5, 0, 0, 0) == 5
+
+
 def test_rng_streams_are_named_and_fixed():
     root = rng.root(3)
     np.testing.assert_array_equal(jax.random.key_data(rng.stream(root, "steps")),

@@ -119,11 +119,6 @@ def docs(cls: type, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def as_dict(settings: Any) -> dict:
-    """JSON-friendly dict of a settings instance (logged and saved with the run)."""
-    return dataclasses.asdict(settings)
-
-
 def check_choice(path: str, value: str, valid: tuple[str, ...]) -> None:
     """ValueError unless ``value`` is one of ``valid``."""
     if value not in valid:
@@ -137,5 +132,5 @@ def check_positive(**values: float) -> None:
         raise ValueError(f"these settings must be > 0: {', '.join(bad)}")
 
 
-__all__ = ["as_dict", "check_choice", "check_positive", "docs", "field_doc", "from_config", "group",
+__all__ = ["check_choice", "check_positive", "docs", "field_doc", "from_config", "group",
            "setting", "to_config"]
