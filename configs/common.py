@@ -159,6 +159,15 @@ def evaluation(dataset: str, augment: str = "none", epochs: int = 300) -> ml_col
     )
 
 
+def reference_evaluation(dataset: str) -> ml_collections.ConfigDict:
+    """`eval.*` of the DC reference without DSA: MNIST-like data train the evaluation
+    networks with crop / scale / rotate for 1000 epochs, other data without augmentation
+    for 300."""
+    if mnist_like(dataset):
+        return evaluation(dataset, augment="dc_mnist", epochs=1000)
+    return evaluation(dataset, augment="none", epochs=300)
+
+
 def mnist_like(dataset: str) -> bool:
     """True for 28x28 grayscale datasets."""
     return dataset in _MNIST_LIKE

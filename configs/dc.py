@@ -79,8 +79,5 @@ def get_config(arg: str = "mnist") -> ml_collections.ConfigDict:
     """Paper DC settings for `arg` = "dataset[,runlocal]" (IPC is `config.ipc`)."""
     dataset, options = common.parse_arg(arg, "mnist")
     config = base(dataset, "dc", dc_algorithm.DCSettings)
-    if common.mnist_like(dataset):
-        config.eval = common.evaluation(dataset, augment="dc_mnist", epochs=1000)
-    else:
-        config.eval = common.evaluation(dataset, augment="none", epochs=300)
+    config.eval = common.reference_evaluation(dataset)
     return common.apply_options(config, options)

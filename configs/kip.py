@@ -50,10 +50,7 @@ def get_config(arg: str = "mnist") -> ml_collections.ConfigDict:
     config.lr_labels = lr
     if dataset == "digits":  # the embedded 8x8 demo (seconds per step on a CPU)
         config.iterations = 200
-    if common.mnist_like(dataset):
-        config.eval = common.evaluation(dataset, augment="dc_mnist", epochs=1000)
-    else:
-        config.eval = common.evaluation(dataset, augment="none", epochs=300)
+    config.eval = common.reference_evaluation(dataset)
     config.checkpoint_every = 100
     config.log_every = 10
     return common.apply_options(config, options)

@@ -42,10 +42,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     config.batch_real = 512
     if dataset == "digits":  # the embedded 8x8 demo
         config.iterations = 200
-    if common.mnist_like(dataset):
-        config.eval = common.evaluation(dataset, augment="dc_mnist", epochs=1000)
-    else:
-        config.eval = common.evaluation(dataset, augment="none", epochs=300)
+    config.eval = common.reference_evaluation(dataset)
     config.checkpoint_every = 100
     config.log_every = 20
     return common.apply_options(config, options)
