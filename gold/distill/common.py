@@ -370,6 +370,16 @@ class PixelSGDSettings(BaseSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class NetworkTrainingSettings:
+    """Mixin: a network trained on the synthetic set between image updates (DC, DSA;
+    IDC's net)."""
+
+    lr_net: float = setting(0.01, "SGD learning rate of the network between outer loops")
+    momentum_net: float = setting(0.0, "SGD momentum of the network (reference: none)")
+    batch_train: int = setting(256, "minibatch of synthetic images when training the network")
+
+
+@dataclasses.dataclass(frozen=True)
 class ClassMatchingSettings(PixelSGDSettings):
     """Settings of algorithms that match every class separately (DC, DSA, DM)."""
 
@@ -487,7 +497,8 @@ def tree_all_finite(tree: PyTree) -> jax.Array:
 
 
 __all__ = [
-    "Algorithm", "BaseSettings", "CLASS_LOOPS", "ClassMatchingSettings", "PixelSGDSettings", "DistillState", "INIT_MODES", "ImageParameterization",
+    "Algorithm", "BaseSettings", "CLASS_LOOPS", "ClassMatchingSettings", "NetworkTrainingSettings",
+    "PixelSGDSettings", "DistillState", "INIT_MODES", "ImageParameterization",
     "Pixels", "RealData", "Synthetic", "SyntheticSpec", "apply_update", "check_real_init",
     "has_batchnorm", "image_gradient_step", "init_real_images", "make_real_data",
     "per_class_value_and_grad", "real_all_classes", "real_class_batch", "sgd", "train_network",

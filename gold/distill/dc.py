@@ -104,13 +104,11 @@ class RuntimePruning:
 
 
 @dataclasses.dataclass(frozen=True)
-class DCSettings(common.ClassMatchingSettings):
+class DCSettings(common.ClassMatchingSettings, common.NetworkTrainingSettings):
     """DC / DSA hyper-parameters (paper supp. 12.3; reference ``main.py``): 1000
-    iterations, noise init, SGD on the images with lr 0.1 and momentum 0.5."""
+    iterations, noise init, SGD on the images with lr 0.1 and momentum 0.5, the network
+    trained with SGD lr 0.01 (no momentum) on minibatches of 256 synthetic images."""
 
-    lr_net: float = setting(0.01, "SGD learning rate of the network between outer loops")
-    momentum_net: float = setting(0.0, "SGD momentum of the network (reference: none)")
-    batch_train: int = setting(256, "minibatch of synthetic images when training the network")
     outer_loop: int = setting(0, "image updates per iteration (0 = by ipc, loops_by_ipc)")
     inner_loop: int = setting(0, "network epochs between image updates (0 = by ipc)")
     loops_by_ipc: tuple = setting(LOOPS_BY_IPC, "rows (ipc, outer_loop, inner_loop), reference get_loops")
