@@ -4,6 +4,12 @@ Train K freshly initialised networks on the synthetic set, all K in one vmapped
 program, then measure final-epoch top-1 accuracy on the test set with one batched
 test pass over all K networks. Any registered architecture can be evaluated
 (cross-architecture generalisation).
+
+On several devices the K networks are split along the ``model`` axis of a
+``gold.parallel`` mesh (``jax.shard_map``): each device trains and tests its K/n
+networks (K is padded to a multiple of n with extra networks whose results are
+dropped). Network k always uses ``split(key, K)[k]``, so the layout changes no random
+draw; on one device the plain vmapped program runs, unchanged.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 from gold import augment as gaug
 from gold import models as gmodels
 from gold import nn as gnn
+from gold import parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +191,54 @@ def _compiled(protocol: EvalProtocol, num_classes: int):
     return jax.jit(functools.partial(train_and_test, protocol, num_classes))
 
 
+@functools.lru_cache(maxsize=32)
+def _compiled_sharded(protocol: EvalProtocol, num_classes: int, mesh: Mesh):
+    """:func:`train_and_test` with the keys split along ``model``: each device trains
+    and tests its own networks; the synthetic and test sets are replicated."""
+    rep = PartitionSpec()
+    fn = jax.shard_map(functools.partial(train_and_test, protocol, num_classes), mesh=mesh,
+                       in_specs=(PartitionSpec("model"), rep, rep, rep, rep, rep),
+                       out_specs=PartitionSpec("model"),
+                       # gold's custom-VJP convolutions do not type varying manual axes; the
+                       # body is per-network, so each device's output is its own shard
+                       check_vma=False)
+    return jax.jit(fn)
+
+
+def evaluation_mesh(num_models: int, requested=None, devices=None) -> Mesh:
+    """The mesh of a K-model evaluation: ``gold.parallel.make_mesh`` preferring the
+    ``model`` axis, at most ``num_models`` model shards (``requested``: ``config.mesh``)."""
+    return parallel.make_mesh(requested, devices=devices, prefer="model",
+                              max_size={"model": max(1, int(num_models))})
+
+
+def train_and_test_on(mesh: Optional[Mesh], protocol: EvalProtocol, num_classes: int, keys: jax.Array,
+                      x_syn: jax.Array, y_syn: jax.Array, x_test: jax.Array, y_test: jax.Array,
+                      lr: jax.Array) -> jax.Array:
+    """:func:`train_and_test` (jitted) with the K networks split along ``mesh``'s
+    ``model`` axis; ``None`` or a model axis of 1 runs the plain single-program path.
+
+    Raises:
+      ValueError: more model shards than networks.
+    """
+    k = int(keys.shape[0])
+    shards = 1 if mesh is None else parallel.axis_size(mesh, "model")
+    args = (jnp.asarray(x_syn), jnp.asarray(y_syn), jnp.asarray(x_test),
+            jnp.asarray(y_test, jnp.int32), jnp.float32(lr))
+    if shards == 1:
+        return _compiled(protocol, int(num_classes))(keys, *args)
+    if shards > k:
+        raise ValueError(f"{shards} model shards but only {k} evaluation networks; "
+                         f"lower mesh.model or raise eval.num_models")
+    padded = parallel.padded_size(k, shards)
+    if padded > k:  # extra networks (copies of the first keys) fill the last shards; dropped
+        keys = jnp.concatenate([keys, keys[: padded - k]])
+    keys = jax.device_put(keys, parallel.along(mesh, "model"))
+    args = parallel.replicate(args, mesh)
+    acc = _compiled_sharded(protocol, int(num_classes), mesh)(keys, *args)
+    return acc[:k]
+
+
 def evaluate_synthetic(
     key: jax.Array,
     x_syn: jax.Array,
@@ -192,6 +248,7 @@ def evaluate_synthetic(
     num_classes: int,
     protocol: EvalProtocol = EvalProtocol(),
     lr: Optional[float] = None,
+    mesh: Optional[Mesh] = None,
 ) -> EvalResult:
     """Train ``protocol.num_models`` fresh networks on ``(x_syn, y_syn)`` and test them.
 
@@ -201,9 +258,15 @@ def evaluate_synthetic(
       y_syn: int ``[M]`` labels or float ``[M, num_classes]`` soft labels.
       x_test, y_test: ``[N, H, W, C]`` test images and int ``[N]`` labels.
       lr: learning rate overriding ``protocol.lr`` (MTT's learned synthetic lr).
+      mesh: a ``gold.parallel`` mesh whose ``model`` axis splits the K networks;
+        default :func:`evaluation_mesh` over all devices (one device: unsharded).
 
     Returns:
       EvalResult with accuracies in percent.
+
+    Raises:
+      ValueError: mismatched shapes, negative soft labels, more model shards than
+        networks.
     """
     if x_syn.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"synthetic images {x_syn.shape[1:]} and test images {x_test.shape[1:]} differ in shape")
@@ -215,12 +278,12 @@ def evaluate_synthetic(
             "evaluation trains with soft-label cross-entropy, which has no minimum for them. "
             "Distil with learn_labels=False, or keep labels non-negative")
     start = time.time()
+    if mesh is None:
+        mesh = evaluation_mesh(protocol.num_models)
     keys = jax.random.split(key, protocol.num_models)
     lr_value = jnp.float32(protocol.lr if lr is None else lr)
-    acc = _compiled(protocol, int(num_classes))(
-        keys, jnp.asarray(x_syn), jnp.asarray(y_syn), jnp.asarray(x_test),
-        jnp.asarray(y_test, jnp.int32), lr_value,
-    )
+    acc = train_and_test_on(mesh, protocol, int(num_classes), keys, x_syn, y_syn, x_test, y_test,
+                            lr_value)
     acc = np.asarray(acc, np.float64) * 100.0
     if not np.all(np.isfinite(acc)):
         raise FloatingPointError("evaluation produced non-finite accuracies")

@@ -21,6 +21,11 @@
 6. **Final evaluation and artifacts**: ``result.json``, ``synthetic.npz`` (self-
    describing, :func:`gold.distill.load_synthetic`), ``synthetic.png``.
 
+On several devices (``config.mesh``, :mod:`gold.parallel`) the jitted chunk takes
+explicit ``in_shardings`` / ``out_shardings`` on the run's mesh (state and real data
+replicated for now) and the evaluation splits its K networks along the ``model`` axis;
+one device runs the plain program.
+
 Randomness comes from named streams of ``gold.rng`` and step ``i`` uses
 ``step_key(steps, i)``; the state is checkpointed completely, so a run killed at any
 point and restarted produces the same synthetic set as an uninterrupted run
@@ -39,6 +44,7 @@ import numpy as np
 
 from gold import config_utils
 from gold import data as gdata
+from gold import parallel
 from gold import progress
 from gold import rng
 from gold import selection as gsel
@@ -48,13 +54,14 @@ from gold.distill import artifacts
 from gold.distill import common
 from gold.distill import engine
 from gold.distill import registry
-from gold.evaluate import evaluate_synthetic
+from gold.evaluate import evaluate_synthetic, evaluation_mesh
 
 # Config fields that may change between a run and its resumption (they do not change
 # the synthetic set): where the data is read from, logging / checkpoint cadence, the
-# evaluation settings, and the number of iterations (a longer run continues).
+# evaluation settings, the number of iterations (a longer run continues) and the device
+# layout (``mesh``: the same numbers within float32 rounding on any number of devices).
 HARMLESS_FIELDS: tuple[str, ...] = (
-    "data.dir", "eval_every", "checkpoint_every", "log_every", "eval", "workdir", "iterations")
+    "data.dir", "eval_every", "checkpoint_every", "log_every", "eval", "workdir", "iterations", "mesh")
 
 CHECKPOINT_DIR = "checkpoints"
 EVAL_COLUMNS = ("eval_accuracy_mean", "eval_accuracy_std")
@@ -69,10 +76,11 @@ def check_resumable(workdir: str, config: Any) -> None:
 
 def finished_result(workdir: str, config: Any) -> Optional[dict]:
     """The stored ``result.json`` when ``workdir`` finished a run of exactly ``config``
-    (harmless fields included: a changed evaluation or a longer run recomputes)."""
+    (harmless fields included: a changed evaluation or a longer run recomputes; only
+    the device layout ``mesh`` may differ)."""
     path = os.path.join(workdir, "result.json")
     if not os.path.exists(path) or gwork.config_differences(
-            gwork.read_json(os.path.join(workdir, "config.json")), config):
+            gwork.read_json(os.path.join(workdir, "config.json")), config, ("mesh",)):
         return None
     return gwork.read_json(path)
 
@@ -157,6 +165,11 @@ def run(config: Any, workdir: str) -> dict:
     if max_test > 0:
         x_test, y_test = x_test[:max_test], y_test[:max_test]
     protocol = config_utils.eval_protocol(config)
+    mesh = parallel.mesh_from_config(config, prefer="data")  # the steps (replicated for now)
+    eval_mesh = evaluation_mesh(protocol.num_models, config.get("mesh"))  # fails fast on a bad layout
+    if not parallel.is_trivial(mesh):
+        print(f"mesh: steps {parallel.describe(mesh)}; evaluation {parallel.describe(eval_mesh)}",
+              flush=True)
 
     # --- algorithm ----------------------------------------------------------------
     algo = registry.build(config, real)
@@ -198,11 +211,20 @@ def run(config: Any, workdir: str) -> dict:
     def evaluate(st) -> Any:
         syn = algo.synthetic(st)
         lr = None if syn.lr is None else float(syn.lr)
-        return evaluate_synthetic(k_eval, syn.x, syn.y, x_test, y_test, ds.num_classes, protocol, lr=lr)
+        return evaluate_synthetic(k_eval, syn.x, syn.y, x_test, y_test, ds.num_classes, protocol, lr=lr,
+                                  mesh=eval_mesh)
 
     # --- steps --------------------------------------------------------------------
     max_abs = float(config.get("max_abs_ratio", DEFAULT_MAX_ABS_RATIO)) * float(np.max(np.abs(real.x)))
-    advance = jax.jit(functools.partial(engine.advance, algo, max_abs=max_abs), donate_argnums=0)
+    step_fn = functools.partial(engine.advance, algo, max_abs=max_abs)
+    if parallel.is_trivial(mesh):
+        advance = jax.jit(step_fn, donate_argnums=0)
+    else:  # explicit placement on the mesh; nothing is copied per device by hand
+        on_mesh = parallel.replicated(mesh)
+        state, k_steps = parallel.replicate(state, mesh), parallel.replicate(k_steps, mesh)
+        real = parallel.place_real(real, mesh)
+        advance = jax.jit(step_fn, in_shardings=(on_mesh, on_mesh, parallel.shardings_of(real), on_mesh),
+                          out_shardings=on_mesh, donate_argnums=0)
     log_every = max(1, int(config.get("log_every", 10)))
     eval_every = int(config.get("eval_every", 0) or 0)
     ckpt_every = int(config.get("checkpoint_every", 0) or 0)

@@ -62,10 +62,10 @@ def distill_config(config: Any, drop: Sequence[str]) -> Any:
 
 
 # Fields that do not make a finished point's result stale: where the data is read from,
-# log / checkpoint cadence, the evaluation settings. Unlike a single distillation, where
+# log / checkpoint cadence, the evaluation settings, the device layout (mesh). Unlike a single distillation, where
 # more `iterations` extend the run, a finished point with other iterations is another point.
 HARMLESS_FIELDS: tuple[str, ...] = ("data.dir", "eval_every", "checkpoint_every", "log_every", "eval",
-                                    "workdir")
+                                    "workdir", "mesh")
 
 
 def config_diff(old: Any, new: Any, ignore: Sequence[str] = ()) -> list[str]:
