@@ -213,6 +213,9 @@ class SyntheticSpec:
       num_classes: K.
       learn_labels: learn soft labels.
       label_scale: value of the true class in the initial label vectors.
+      softmax_labels: the learned vectors are logits and the labels are their softmax
+        (always a distribution, for cross-entropy students and evaluations); otherwise
+        the learned vectors are the labels (regression targets of kernel methods).
       lr_init: initial learned lr; None = the lr is not learned.
     """
 
@@ -220,6 +223,7 @@ class SyntheticSpec:
     num_classes: int
     learn_labels: bool = False
     label_scale: float = 1.0
+    softmax_labels: bool = False
     lr_init: Optional[float] = None
 
     @property
@@ -245,8 +249,11 @@ class SyntheticSpec:
         return self.images.decode(params["images"])
 
     def labels_of(self, params: PyTree) -> jax.Array:
-        """Learned float32 ``[M, K]`` labels, or the int32 ``[M]`` hard labels."""
-        return params["labels"] if self.learn_labels else self.hard_labels()
+        """Learned float32 ``[M, K]`` labels (the softmax of the learned logits with
+        ``softmax_labels``), or the int32 ``[M]`` hard labels."""
+        if not self.learn_labels:
+            return self.hard_labels()
+        return jax.nn.softmax(params["labels"]) if self.softmax_labels else params["labels"]
 
     def lr_of(self, params: PyTree) -> Optional[jax.Array]:
         """The learned lr (float32 scalar) or None."""

@@ -20,8 +20,8 @@ reference iteration:
 4. SGD (momentum 0.5) on the images with ``lr_img`` and on the synthetic lr with
    ``lr_lr`` (per-entry optimisers of ``SyntheticSpec``). The lr is learned raw (not
    through a softplus), initialised at ``syn_lr_init`` (the ref's ``--lr_teacher`` of
-   ``distill.py``). ``learn_labels`` also learns soft labels (SGD with ``lr_labels``;
-   the student then uses soft-label cross-entropy).
+   ``distill.py``). ``learn_labels`` also learns soft labels, the softmax of learned
+   logits (SGD with ``lr_labels``; the student then uses soft-label cross-entropy).
 
 The learned lr is ``Synthetic.lr``: the loop stores it in ``synthetic.npz`` and the
 evaluation networks train with it (ref ``args.lr_net = syn_lr.item()``).
@@ -80,8 +80,10 @@ class MTTSettings(common.PixelSGDSettings):
     syn_lr_init: float = setting(0.0, "initial learned student lr (ref --lr_teacher; 0 = per_ipc)")
     batch_syn: int = setting(0, "synthetic minibatch of a student step (0 = per_ipc; 0 there = all)")
     momentum_lr: float = setting(0.5, "SGD momentum of the learned lr")
-    learn_labels: bool = setting(False, "also learn soft labels (student: soft cross-entropy)")
-    lr_labels: float = setting(0.0, "SGD learning rate of learned labels (momentum_img)")
+    learn_labels: bool = setting(False, "also learn soft labels: the softmax of learned logits "
+                                        "(student and evaluation: soft cross-entropy)")
+    lr_labels: float = setting(0.0, "SGD learning rate of the learned label logits (momentum_img)")
+    label_logit_scale: float = setting(10.0, "initial label logits = this x one-hot")
     remat: bool = setting(True, "jax.checkpoint each unrolled student step")
 
     def validate(self) -> None:
@@ -250,6 +252,7 @@ def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm
 
     # --- synthetic set and optimisers ----------------------------------------------
     spec = common.SyntheticSpec(common.Pixels(k, s.ipc, shape), k, learn_labels=s.learn_labels,
+                                label_scale=s.label_logit_scale, softmax_labels=True,
                                 lr_init=v["syn_lr_init"])
     tx = spec.optimizer(images=common.sgd(v["lr_img"], s.momentum_img),
                         labels=common.sgd(s.lr_labels, s.momentum_img) if s.learn_labels else None,
