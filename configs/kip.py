@@ -19,7 +19,7 @@ channel-wise standardised data; sigma_w^2 = 2, sigma_b^2 = 1e-4. KRR regulariser
 colab optimises `{'x', 'y'}` with one Adam). Real init.
 Target batch: `batch_real` = 100 images per class (the colab draws 10 x the support
 per class; the cost of a step is ~ S*K jvp passes over this batch, so it is the knob
-for CPU runs). ZCA (issue 15, item 5) is not applied yet: `data.zca` stays False.
+for CPU runs). ZCA is not applied yet: `data.zca` stays False.
 
 The kernel network is `config.model` (ConvNetD3 width 128 with instance norm on
 28/32-pixel data) run with XLA convolutions; `kernel_chunk` > 0 bounds the memory of

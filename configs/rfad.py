@@ -21,7 +21,7 @@ real batch is 4 x 1280 uniformly drawn images; here `batch_real` = 512 per class
 class-balanced (the same ~5120 on 10 classes). The ref runs up to 100,000 iterations
 with validation early stopping; `iterations` = 5000 here. The same settings for every
 dataset (the ref has no per-dataset distillation hyper-parameters; CIFAR uses ZCA
-with reg 0.1 there, issue 15 item 5, not applied yet: `data.zca` stays False).
+with reg 0.1 there; not applied yet: `data.zca` stays False).
 Evaluation: the DC protocol (MNIST-like: crop/scale/rotate augmentation, 1000 epochs;
 else 300 epochs without augmentation). The ref's finite-network evaluation (its
 `utils.py` best hyper-parameters: Adam, MSE on centred labels scaled by `label_scale`)
