@@ -162,7 +162,8 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=1)
     parser.add_argument("--syn_steps", type=lambda s: [int(v) for v in s.split(",")],
                         default=[10, 20, 40, 80])
-    parser.add_argument("--dsa_strategy", default="color_crop_cutout_flip_scale_rotate")
+    parser.add_argument("--dsa_strategy", default="color_crop_cutout_scale_rotate",
+                        help="no flip by default: the default shape is MNIST's (digits)")
     parser.add_argument("--run_memory", action="store_true", help="also run each setting (subprocess)")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--out", default=None)

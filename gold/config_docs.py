@@ -53,9 +53,9 @@ SHARED: dict[str, str] = {
     "eval_every": "iterations between intermediate evaluations (0 = final only)",
     "checkpoint_every": "iterations (epochs for train / utility) between checkpoints",
     "log_every": "iterations between log lines / metrics.csv rows",
-    "mesh.data": "devices along the data axis (real batch; 0 = auto; gold.parallel)",
+    "mesh.data": "devices along the data axis (0 = auto; > 1 refused: nothing split along it yet)",
     "mesh.model": "devices along the model axis (the K evaluation networks; 0 = auto)",
-    "mesh.class": "devices along the class axis (per-class matching; 0 = auto; not used yet)",
+    "mesh.class": "devices along the class axis (0 = auto; > 1 refused: nothing split along it yet)",
 }
 
 # Utility-indicator settings (configs/utility.py top level; selection.utility.* of the

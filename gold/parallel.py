@@ -133,10 +133,25 @@ def make_mesh(requested: Optional[Mapping[str, Any]] = None, *,
     return Mesh(grid, AXES)
 
 
+# Axes whose work is split today (the evaluation's K networks); an explicit size > 1 on
+# another axis would only replicate, so it is refused until that split exists.
+SPLIT_AXES: tuple[str, ...] = ("model",)
+
+
 def mesh_from_config(config: Any, **kwargs) -> Mesh:
     """:func:`make_mesh` from ``config.mesh`` (absent = all auto); ``kwargs`` as in
-    :func:`make_mesh` (``prefer``, ``max_size``, ``divides``, ``devices``)."""
-    return make_mesh(config.get("mesh") if hasattr(config, "get") else None, **kwargs)
+    :func:`make_mesh` (``prefer``, ``max_size``, ``divides``, ``devices``).
+
+    Raises:
+      ValueError: an explicit size > 1 for an axis that nothing splits along yet.
+    """
+    requested = config.get("mesh") if hasattr(config, "get") else None
+    unused = [f"mesh.{a}={int(v)}" for a, v in dict(requested or {}).items()
+              if a not in SPLIT_AXES and int(v) > 1]
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: nothing is split along that axis yet (the steps "
+                         f"run replicated; only mesh.model splits the evaluation); leave it 0")
+    return make_mesh(requested, **kwargs)
 
 
 def axis_size(mesh: Mesh, name: str) -> int:

@@ -95,6 +95,11 @@ def test_config_mesh_is_a_documented_loop_field():
     assert cfg.mesh.to_dict() == parallel.DEFAULT_MESH
     assert all(f"mesh.{a}" in config_docs.SHARED for a in parallel.AXES)
     assert parallel.mesh_from_config(cfg, prefer="model").size == jax.device_count()
+    for axis in ("data", "class"):  # would only replicate: refused, not silently ignored
+        bad = dm_config.get_config("digits")
+        bad.mesh[axis] = 2
+        with pytest.raises(ValueError, match=f"mesh.{axis}=2: nothing is split"):
+            parallel.mesh_from_config(bad)
 
 
 # -------------------------------------------------------------- 4 forced CPU devices
