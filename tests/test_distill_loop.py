@@ -56,6 +56,8 @@ def test_end_to_end_dm_run_with_selection_and_artifacts(tmp_path, gold_data_dir)
         assert (wd / f).exists(), f
     on_disk = json.loads((wd / "result.json").read_text())
     assert on_disk["num_real"] == res["num_real"] == 100  # 10 of 20 per class kept
+    # storage at equal budget: 2 images x 28 x 28 x 1 per class, nothing else learned
+    assert on_disk["storage_per_class"] == 2 * 28 * 28 and on_disk["storage_floats"] == 10 * 2 * 28 * 28
     with np.load(wd / "selection.npz") as f:
         assert len(f["ids"]) == 100
     import csv

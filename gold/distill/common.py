@@ -496,6 +496,13 @@ def train_network(
     return state
 
 
+def storage_floats(params: PyTree) -> int:
+    """Numbers a synthetic set stores: every learned entry of ``params`` (images or
+    their factors, learned labels, learned lr). Factorised parameterisations are
+    compared with pixels at an equal value of this (or of it per class)."""
+    return int(sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(params)))
+
+
 def tree_all_finite(tree: PyTree) -> jax.Array:
     """bool scalar: every entry of every float leaf is finite."""
     leaves = [jnp.all(jnp.isfinite(l)) for l in jax.tree.leaves(tree)

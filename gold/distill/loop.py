@@ -295,6 +295,8 @@ def run(config: Any, workdir: str) -> dict:
         "real_batch_per_class": real.batch,
         "num_test": int(len(y_test)),
         "selection": selection,
+        "storage_floats": common.storage_floats(state.params),
+        "storage_per_class": common.storage_floats(state.params) / ds.num_classes,
     }
     if lr is not None:
         result["learned_lr"] = lr
