@@ -164,11 +164,14 @@ def train_step(
     state: TrainState,
     x: jax.Array,
     y: jax.Array,
+    loss: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
     """One optimiser step on the mean loss of a minibatch.
 
     Args:
       x: ``[B, ...]`` images; y: ``[B]`` or ``[B, K]`` labels.
+      loss: per-sample loss ``(logits [B, K], y) -> [B]``; default
+        :func:`per_sample_cross_entropy`.
 
     Returns:
       (new state, per-sample losses ``[B]``, logits ``[B, K]``), both from the forward
@@ -177,7 +180,7 @@ def train_step(
 
     def loss_fn(params):
         logits, new_vars = apply_model(model, {**state.variables, "params": params}, x, train=True)
-        losses = per_sample_cross_entropy(logits, y)
+        losses = (loss or per_sample_cross_entropy)(logits, y)
         return jnp.mean(losses), (losses, logits, new_vars)
 
     params = state.variables["params"]
