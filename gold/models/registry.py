@@ -10,6 +10,7 @@ from flax import linen as nn
 from gold.models.classic import MLP, VGG11, AlexNet, LeNet
 from gold.models.convnet import ConvNet
 from gold.models.resnet import ResNet18
+from gold.models.video import ConvNetGRU
 
 # name -> (class, default keyword arguments). Reference names in comments.
 _REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
@@ -33,6 +34,7 @@ _REGISTRY: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "vgg11_in": (VGG11, {"norm": "instancenorm"}),            # VGG11 (ref default)
     "resnet18": (ResNet18, {}),                                 # ResNet18BN
     "resnet18_in": (ResNet18, {"norm": "instancenorm"}),      # ResNet18 (ref default)
+    "convnet_gru": (ConvNetGRU, {}),                           # ConvNetD3 + GRU (video clips)
 }
 
 _NOT_OVERRIDABLE = {"parent", "name", "num_classes"}
@@ -64,7 +66,8 @@ def get_model(name: str, num_classes: int, input_shape: Sequence[int],
       name: one of ``model_names()`` (case-insensitive), e.g. 'convnet', 'convnetd4',
         'mlp', 'lenet', 'alexnet', 'vgg11', 'resnet18'.
       num_classes: K, the number of logits.
-      input_shape: (H, W, C) of one image (used for validation; the modules infer
+      input_shape: (H, W, C) of one image, (T, H, W, C) of one clip for video models
+        (``convnet_gru``); used for validation (the modules infer
         their input sizes at ``init``).
       **overrides: module fields, e.g. ``depth=4, width=64, norm='batchnorm',
         pooling='maxpooling', conv_impl='xla'`` for ConvNet (see ``model_options``).
@@ -80,8 +83,11 @@ def get_model(name: str, num_classes: int, input_shape: Sequence[int],
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {input_shape}")
+    rank = getattr(cls, "input_rank", 3)
+    if len(shape) != rank or min(shape) < 1:
+        want = "(T, H, W, C) clips" if rank == 4 else "(H, W, C)"
+        raise ValueError(f"input_shape must be {want} with positive sizes for model {name!r}, "
+                         f"got {input_shape}")
     valid = model_options(name)
     bad = sorted(set(overrides) - set(valid))
     if bad:
