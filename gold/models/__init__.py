@@ -17,9 +17,10 @@ from gold.models.convnet import ConvNet, pad_mnist
 from gold.models.layers import Dense, InstanceNorm, StridedConv, make_norm
 from gold.models.registry import get_model, model_names, model_options
 from gold.models.resnet import BasicBlock, ResNet18
+from gold.models.video import ConvNetGRU
 
 __all__ = [
-    "AlexNet", "BasicBlock", "ConvNet", "Dense", "FastConv", "InstanceNorm", "LeNet", "MLP",
+    "AlexNet", "BasicBlock", "ConvNet", "ConvNetGRU", "Dense", "FastConv", "InstanceNorm", "LeNet", "MLP",
     "ResNet18", "StridedConv", "VGG11", "conv2d", "conv_stride1", "conv_wgrad",
     "get_model", "make_norm", "model_names", "model_options", "pad_mnist",
     "resolve_conv_impl",
