@@ -2,8 +2,9 @@
 
 Gradient matching (DC / DSA, later IDC) compares two gradient pytrees with the same
 structure (the gradient of a loss on real images and on synthetic images w.r.t. the
-same network parameters); distribution matching (DM, later CAFE / IDM) compares mean
-embeddings per class.
+same network parameters); distribution matching (DM, CAFE, later IDM) compares mean
+embeddings per class (CAFE at several layers, :func:`layered_mean_distance`, plus
+:func:`mean_embedding_discrimination`).
 
 Layout: Flax conv kernels are ``(H, W, I, O)`` and dense kernels ``(I, O)``; the
 PyTorch references store them as ``(O, I, H, W)`` and ``(O, I)`` and their distance
@@ -167,7 +168,66 @@ def mean_embedding_distance(
     return jnp.sum(jnp.square(mean_real - mean_syn))
 
 
+def layered_mean_distance(
+    real_layers: list[jax.Array],
+    syn_layers: list[jax.Array],
+    layer_weights: tuple[float, ...],
+    real_weights: Optional[jax.Array] = None,
+) -> jax.Array:
+    """CAFE's multi-layer alignment: ``sum_l w_l * mean_embedding_distance(layer l)``.
+
+    Args:
+      real_layers: per layer ``[C, B, ...]`` features of a real batch per class (each
+        sample's features are flattened).
+      syn_layers: per layer ``[C, M, ...]`` features of the synthetic images per class.
+      layer_weights: one weight per layer.
+      real_weights: optional ``[C, B]`` weights of the real entries (0 = padding).
+
+    Returns:
+      Scalar: the weighted sum over layers of ``sum_c ||class mean real - class mean
+      syn||^2`` (the reference's ``MSELoss(reduction='sum')`` of the class means).
+    """
+    if not len(real_layers) == len(syn_layers) == len(layer_weights):
+        raise ValueError(f"{len(real_layers)} real layers, {len(syn_layers)} synthetic layers and "
+                         f"{len(layer_weights)} weights must be as many")
+    total = jnp.zeros((), jnp.float32)
+    for fr, fs, w in zip(real_layers, syn_layers, layer_weights):
+        dist = mean_embedding_distance(fr.reshape(*fr.shape[:2], -1), fs.reshape(*fs.shape[:2], -1), real_weights)
+        total = total + w * dist
+    return total
+
+
+def mean_embedding_discrimination(
+    emb_real: jax.Array,
+    emb_syn: jax.Array,
+    real_weights: Optional[jax.Array] = None,
+) -> jax.Array:
+    """CAFE's discrimination term: the summed cross-entropy of every real embedding
+    classified by its inner products with the class-mean synthetic embeddings.
+
+    ``logits[c, b] = emb_real[c, b] @ mean_j(emb_syn)^T`` (``[C]`` logits), loss
+    ``sum_{c, b} w[c, b] * CE(logits[c, b], c)`` (the reference's
+    ``CrossEntropyLoss(reduction='sum')``; weights 1 without ``real_weights``).
+
+    Args:
+      emb_real: ``[C, B, F]`` real embeddings per class.
+      emb_syn: ``[C, M, F]`` synthetic embeddings per class.
+      real_weights: optional ``[C, B]`` (0 = padding).
+    """
+    if emb_real.ndim != 3 or emb_syn.ndim != 3 or emb_real.shape[::2] != emb_syn.shape[::2]:
+        raise ValueError(f"embedding shapes do not match: {emb_real.shape} vs {emb_syn.shape}")
+    centers = jnp.mean(emb_syn, axis=1)                            # [C, F]
+    logits = jnp.einsum("cbf,kf->cbk", emb_real, centers)          # [C, B, C]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    c = emb_real.shape[0]
+    ce = -jnp.take_along_axis(logp, jnp.arange(c)[:, None, None], axis=-1)[..., 0]  # [C, B]
+    if real_weights is not None:
+        ce = ce * real_weights.astype(ce.dtype)
+    return jnp.sum(ce)
+
+
 __all__ = [
-    "COS_EPS", "METRICS", "gradient_distance", "layer_distance_ours",
-    "mean_embedding_distance", "output_channel_rows", "safe_norm", "weighted_mean",
+    "COS_EPS", "METRICS", "gradient_distance", "layer_distance_ours", "layered_mean_distance",
+    "mean_embedding_discrimination", "mean_embedding_distance", "output_channel_rows", "safe_norm",
+    "weighted_mean",
 ]

@@ -79,8 +79,9 @@ class ConvNet(nn.Module):
     def _norm(self, i: int, x: jax.Array, train: bool) -> jax.Array:
         return x if self.norm == "none" else apply_norm(self.norms[i], x, train)
 
-    def features(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
-        """Per-block outputs (after pooling): list of depth arrays [B, H_i, W_i, width].
+    def blocks(self, x: jax.Array, train: bool = False) -> list[tuple[jax.Array, jax.Array]]:
+        """Per-block (activation before pooling [B, H_i, W_i, width], output after
+        pooling [B, H_i/2, W_i/2, width]) pairs, depth of them (equal without pooling).
 
         x: [B, H, W, C] normalised images.
         """
@@ -88,9 +89,24 @@ class ConvNet(nn.Module):
         x = pad_mnist(x, self.pad_to)
         outs = []
         for i in range(self.depth):
-            x = pool2x2(act(self._norm(i, self.conv[i](x), train)), self.pooling)
-            outs.append(x)
+            a = act(self._norm(i, self.conv[i](x), train))
+            x = pool2x2(a, self.pooling)
+            outs.append((a, x))
         return outs
+
+    def features(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
+        """Per-block outputs (after pooling): list of depth arrays [B, H_i, W_i, width].
+
+        x: [B, H, W, C] normalised images.
+        """
+        return [out for _, out in self.blocks(x, train)]
+
+    def taps(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
+        """The layers CAFE aligns (ref kaiwang960112/CAFE ``networks.py``): each block's
+        activation before pooling, then the last block's pooled output; depth + 1
+        arrays ``[B, H_l, W_l, width]`` (the embedding is the last one flattened)."""
+        blocks = self.blocks(x, train)
+        return [a for a, _ in blocks] + [blocks[-1][1]]
 
     def embed(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Flattened last-block features [B, F] (F = 2048 for D3/W128 on 32x32)."""
