@@ -72,7 +72,7 @@ def test_algorithm_contract(name, digits, tmp_path, request):
     states = jax.vmap(algo.init, in_axes=(0, None))(jax.random.split(rng.root(0), 2), real)
     state = jax.tree.map(lambda leaf: leaf[0], states)
     syn0 = algo.synthetic(state)
-    m = digits.num_classes * cfg.ipc
+    m = digits.num_classes * algo.settings.get("images_per_class", cfg.ipc)  # factorised: decoded
     assert syn0.x.shape == (m, *digits.x_train.shape[1:])
     assert syn0.y.shape[0] == m and int(state.iteration) == 0
 

@@ -10,7 +10,12 @@ config that produced it:
 * ``mean``, ``std`` (per channel, [0, 1] pixel units), ``normalized``;
 * ``zca_mean`` / ``zca_whiten`` / ``zca_unwhiten`` / ``zca_reg`` when ZCA was used;
 * ``protocol``: JSON of ``EvalProtocol.to_dict()``; ``meta``: JSON of extra facts
-  (num_real, iterations, seconds, settings).
+  (num_real, iterations, seconds, settings);
+* ``factor.<name>``: the stored factors of a factorised set (HaBa: ``factor.bases``
+  and ``factor.hallucinators.<leaf>``, decoded by
+  ``gold.distill.hallucinator.decode_factors``); ``x`` is always their decoded set, so
+  any evaluator needs ``x`` alone. Sets without factors (pixels, older files) load
+  with ``factors == {}``.
 
 :func:`load_synthetic` reads it back as a :class:`SyntheticSet`, whose
 :meth:`SyntheticSet.evaluate` loads the named dataset's test split, brings it into
@@ -32,6 +37,7 @@ from gold import data as gdata
 from gold.evaluate import EvalProtocol, EvalResult, evaluate_synthetic
 
 FORMAT_VERSION = 1
+FACTOR_PREFIX = "factor."
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -52,6 +58,7 @@ class SyntheticSet:
     zca: Optional[gdata.ZCA]
     protocol: EvalProtocol
     meta: dict
+    factors: dict = dataclasses.field(default_factory=dict)
 
     def to_pixels(self, x: Optional[np.ndarray] = None) -> np.ndarray:
         """Images in [0, 1] pixel units (undo ZCA, then normalisation), not clipped."""
@@ -91,8 +98,9 @@ class SyntheticSet:
 
 def save_synthetic(path: str, *, x: np.ndarray, y: np.ndarray, lr: Optional[float],
                    dataset: gdata.Dataset, ipc: int, algorithm: str, protocol: EvalProtocol,
-                   meta: Optional[dict] = None) -> None:
-    """Write ``synthetic.npz`` atomically (see the module docstring for the fields)."""
+                   meta: Optional[dict] = None, factors: Optional[dict] = None) -> None:
+    """Write ``synthetic.npz`` atomically (see the module docstring for the fields;
+    ``factors``: ``{name: array}`` stored as float32 ``factor.<name>``)."""
     fields: dict[str, Any] = dict(
         format_version=np.int64(FORMAT_VERSION),
         x=np.asarray(x, np.float32), y=np.asarray(y),
@@ -105,6 +113,7 @@ def save_synthetic(path: str, *, x: np.ndarray, y: np.ndarray, lr: Optional[floa
         protocol=np.asarray(json.dumps(protocol.to_dict(), sort_keys=True)),
         meta=np.asarray(json.dumps(meta or {}, sort_keys=True, default=str)),
     )
+    fields.update({f"{FACTOR_PREFIX}{k}": np.asarray(v, np.float32) for k, v in (factors or {}).items()})
     if dataset.zca is not None:
         fields.update(zca_mean=np.asarray(dataset.zca.mean), zca_whiten=np.asarray(dataset.zca.whiten),
                       zca_unwhiten=np.asarray(dataset.zca.unwhiten), zca_reg=np.float64(dataset.zca.reg))
@@ -139,7 +148,9 @@ def load_synthetic(path: str) -> SyntheticSet:
             mean=tuple(float(v) for v in f["mean"]), std=tuple(float(v) for v in f["std"]),
             normalized=bool(f["normalized"]), zca=zca,
             protocol=EvalProtocol.from_dict(json.loads(str(f["protocol"]))),
-            meta=json.loads(str(f["meta"])))
+            meta=json.loads(str(f["meta"])),
+            factors={k[len(FACTOR_PREFIX):]: np.asarray(f[k]) for k in f.files
+                     if k.startswith(FACTOR_PREFIX)})
 
 
 class ImageGrid(NamedTuple):

@@ -312,11 +312,14 @@ class DistillState:
 
 class Synthetic(NamedTuple):
     """A decoded synthetic set: images ``x [M, H, W, C]``, labels ``y [M]`` (or soft
-    ``[M, K]``), and the learned evaluation lr (None when not learned)."""
+    ``[M, K]``), the learned evaluation lr (None when not learned), and the stored
+    factors of a factorised parameterisation (``{name: array}``, e.g. HaBa's bases and
+    hallucinators, written to ``synthetic.npz`` next to ``x``; None for pixels)."""
 
     x: jax.Array
     y: jax.Array
     lr: Optional[jax.Array] = None
+    factors: Optional[dict] = None
 
 
 class Algorithm(NamedTuple):

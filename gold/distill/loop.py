@@ -306,7 +306,8 @@ def run(config: Any, workdir: str) -> dict:
             "selection": gwork.to_jsonable(config.selection)}
     npz_path = os.path.join(workdir, "synthetic.npz")
     artifacts.save_synthetic(npz_path, x=np.asarray(syn.x), y=np.asarray(syn.y), lr=lr, dataset=ds,
-                             ipc=int(config.ipc), algorithm=algo.name, protocol=protocol, meta=meta)
+                             ipc=int(config.ipc), algorithm=algo.name, protocol=protocol, meta=meta,
+                             factors=syn.factors)
     artifacts.save_png(os.path.join(workdir, "synthetic.png"), artifacts.load_synthetic(npz_path))
     gwork.write_json(os.path.join(workdir, "result.json"), result)
     ckpt.close()

@@ -148,6 +148,49 @@ def matching_loss(theta_end: jax.Array, theta_start: jax.Array, theta_target: ja
     num = jnp.sum(jnp.square(theta_end - theta_target))
     den = jnp.sum(jnp.square(theta_start - theta_target))
     return num / den
+
+
+def student_unroll(
+    apply: Callable[[jax.Array, jax.Array, bool], jax.Array],
+    fetch: Callable[[Any], tuple[jax.Array, jax.Array]],
+    lr: jax.Array,
+    theta_start: jax.Array,
+    per_step: Any,
+    aug_keys: jax.Array,
+    *,
+    dsa_strategy: str = gaug.DEFAULT_STRATEGY,
+    remat: bool = True,
+) -> tuple[jax.Array, jax.Array]:
+    """The student's parameters after ``T`` SGD steps on minibatches from ``fetch``.
+
+    Args:
+      apply: ``(flat_params [P], x [B, H, W, C], train) -> logits`` (``flat_apply_fn``).
+      fetch: ``per_step[t] -> (x [B, H, W, C], labels [B] int or [B, K] soft)``, the
+        (differentiable) minibatch of step t: rows of a pixel set (MTT), bases through
+        a hallucinator (HaBa), ...
+      lr: the (learnable) synthetic lr, float32 scalar.
+      theta_start: ``[P]`` starting parameters (an expert's epoch ``s``).
+      per_step: pytree with leading axis ``T`` handed to ``fetch`` step by step.
+      aug_keys: ``[T]`` PRNG keys, one DSA draw (per-sample parameters) per step.
+      dsa_strategy: DSA op-groups ('none' = no augmentation).
+      remat: ``jax.checkpoint`` each step.
+
+    Returns:
+      (``theta_end [P]``, float32 ``[T]`` mean cross-entropy of each step).
+    """
+    use_dsa = bool(gaug.parse_strategy(dsa_strategy))
+
+    def step_loss(theta, batch):
+        b_data, b_key = batch
+        xb, yb = fetch(b_data)
+        if use_dsa:
+            xb = gaug.dsa(b_key, xb, dsa_strategy, siamese=False)
+        return jnp.mean(gnn.per_sample_cross_entropy(apply(theta, xb, True), yb))
+
+    res = unroll(step_loss, theta_start, lr, (per_step, aug_keys), remat=remat)
+    return res.params, res.losses
+
+
 def student_end(
     apply: Callable[[jax.Array, jax.Array, bool], jax.Array],
     x_syn: jax.Array,
@@ -160,32 +203,10 @@ def student_end(
     dsa_strategy: str = gaug.DEFAULT_STRATEGY,
     remat: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
-    """The student's parameters after ``T`` SGD steps on the synthetic set.
-
-    Args:
-      apply: ``(flat_params [P], x [B, H, W, C], train) -> logits`` (``flat_apply_fn``).
-      x_syn, y_syn: synthetic images ``[M, H, W, C]`` and int labels ``[M]``.
-      lr: the (learnable) synthetic lr, float32 scalar.
-      theta_start: ``[P]`` starting parameters (an expert's epoch ``s``).
-      idx: int32 ``[T, B]`` minibatch indices (:func:`minibatch_indices`).
-      aug_keys: ``[T]`` PRNG keys, one DSA draw (per-sample parameters) per step.
-      dsa_strategy: DSA op-groups ('none' = no augmentation).
-      remat: ``jax.checkpoint`` each step.
-
-    Returns:
-      (``theta_end [P]``, float32 ``[T]`` cross-entropy of each step).
-    """
-    use_dsa = bool(gaug.parse_strategy(dsa_strategy))
-
-    def step_loss(theta, batch):
-        b_idx, b_key = batch
-        xb = x_syn[b_idx]
-        if use_dsa:
-            xb = gaug.dsa(b_key, xb, dsa_strategy, siamese=False)
-        return jnp.mean(gnn.per_sample_cross_entropy(apply(theta, xb, True), y_syn[b_idx]))
-
-    res = unroll(step_loss, theta_start, lr, (idx, aug_keys), remat=remat)
-    return res.params, res.losses
+    """:func:`student_unroll` on the rows ``idx [T, B]`` (:func:`minibatch_indices`) of
+    a pixel set ``x_syn [M, H, W, C]`` with labels ``y_syn [M]`` (or soft ``[M, K]``)."""
+    return student_unroll(apply, lambda i: (x_syn[i], y_syn[i]), lr, theta_start, idx, aug_keys,
+                          dsa_strategy=dsa_strategy, remat=remat)
 
 
 def check_selection(buf: gbuf.ExpertBuffer, real: common.RealData, buffer_dir: str,
@@ -210,30 +231,25 @@ def check_selection(buf: gbuf.ExpertBuffer, real: common.RealData, buffer_dir: s
         f"--config.allow_buffer_mismatch=True")
 
 
-@registry.register("mtt", MTTSettings, needs_buffer=True)
-def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm:
-    """MTT on the selected real data ``real`` (``configs/mtt.py``).
+def load_experts(s: MTTSettings, config: Any, real: common.RealData,
+                 num_params: int) -> tuple[jax.Array, dict]:
+    """The checked expert buffer of ``s.buffer_dir`` (host side, once per run).
+
+    Keeps the epochs ``0 .. max_start_epoch + expert_epochs - 1``; ``config`` gives the
+    dataset, ZCA, model and subset the buffer must match.
+
+    Returns:
+      (experts ``[E, snapshots, P]`` in the stored dtype, the buffer's manifest).
 
     Raises:
-      gold.distill.buffer.BufferError: missing / partial / incompatible buffer (the
-        message says how to train or resume it), too few stored epochs, another
-        selection.
-      ValueError: bad settings, a model with BatchNorm, a batch larger than the set.
+      gold.distill.buffer.BufferError: no ``buffer_dir``, a missing / partial /
+        incompatible buffer, too few stored epochs, another selection.
     """
+    name = str(config.algorithm).upper()
     if not s.buffer_dir:
-        raise gbuf.BufferError("MTT needs an expert buffer: set --config.buffer_dir=DIR, trained with\n  "
+        raise gbuf.BufferError(f"{name} needs an expert buffer: set --config.buffer_dir=DIR, trained with\n  "
                                + gbuf.resume_command("DIR", config.data.name))
     v = s.resolved
-    k = real.num_classes
-    shape = real.image_shape
-    m = k * s.ipc
-    batch_syn = v["batch_syn"] or m
-    if batch_syn > m:
-        raise ValueError(f"batch_syn={batch_syn} exceeds the synthetic set ({m} images)")
-    model = config_utils.build_model(config.model, k, shape)
-    apply, num_params = flat_apply_fn(model, shape)
-
-    # --- the expert buffer ----------------------------------------------------------
     manifest = gbuf.read_manifest(s.buffer_dir, config.data.name)
     snapshots = v["max_start_epoch"] + v["expert_epochs"]
     gbuf.check_compatible(
@@ -247,7 +263,70 @@ def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm
                            dataset=manifest["dataset"])
     if not s.allow_buffer_mismatch:
         check_selection(buf, real, s.buffer_dir, config.selection)
-    experts = jnp.asarray(buf.params)  # [K_experts, snapshots, P], stored dtype
+    return jnp.asarray(buf.params), manifest
+
+
+def expert_order_state(key: jax.Array) -> dict:
+    """``DistillState.extra`` entry of the shuffled expert cycle (raw key data)."""
+    return {"expert_order": jax.random.key_data(key)}
+
+
+def expert_segment(s: MTTSettings, experts: jax.Array, state: common.DistillState,
+                   key_expert: jax.Array, key_start: jax.Array,
+                   ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """This iteration's expert ``e`` (``s.expert_order``; ``key_expert`` draws it when
+    random) and start epoch ``start ~ U{0, .., max_start_epoch - 1}`` (``key_start``).
+
+    Returns:
+      (``theta_start [P]`` = epoch ``start``, ``theta_target [P]`` = epoch
+      ``start + expert_epochs``, both float32; ``e``, ``start`` int32 scalars).
+    """
+    v = s.resolved
+    num_experts = experts.shape[0]
+    if s.expert_order == "cycle":
+        order_key = jax.random.wrap_key_data(state.extra["expert_order"])
+        e = expert_at(order_key, state.iteration, num_experts)
+    else:
+        e = jax.random.randint(key_expert, (), 0, num_experts)
+    start = jax.random.randint(key_start, (), 0, v["max_start_epoch"])
+    theta_start = experts[e, start].astype(jnp.float32)
+    theta_target = experts[e, start + v["expert_epochs"]].astype(jnp.float32)
+    return theta_start, theta_target, e, start
+
+
+def buffer_facts(manifest: dict, num_params: int, num_experts: int, config: Any) -> dict:
+    """The run's logged facts about the student and its experts."""
+    return {"num_params": num_params, "num_experts": num_experts,
+            "buffer_epochs": int(manifest["epochs"]), "buffer_selection": manifest["selection"],
+            "zca": bool(config.data.get("zca", False))}
+
+
+def segment_metrics(e: jax.Array, start: jax.Array) -> dict:
+    """The float32 ``expert`` / ``start_epoch`` metrics of a step."""
+    return {"start_epoch": start.astype(jnp.float32), "expert": e.astype(jnp.float32)}
+
+
+@registry.register("mtt", MTTSettings, needs_buffer=True)
+def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm:
+    """MTT on the selected real data ``real`` (``configs/mtt.py``).
+
+    Raises:
+      gold.distill.buffer.BufferError: missing / partial / incompatible buffer (the
+        message says how to train or resume it), too few stored epochs, another
+        selection.
+      ValueError: bad settings, a model with BatchNorm, a batch larger than the set.
+    """
+    v = s.resolved
+    k = real.num_classes
+    shape = real.image_shape
+    m = k * s.ipc
+    batch_syn = v["batch_syn"] or m
+    if batch_syn > m:
+        raise ValueError(f"batch_syn={batch_syn} exceeds the synthetic set ({m} images)")
+    model = config_utils.build_model(config.model, k, shape)
+    apply, num_params = flat_apply_fn(model, shape)
+
+    experts, manifest = load_experts(s, config, real, num_params)  # [E, snapshots, P]
     num_experts = int(experts.shape[0])
 
     # --- synthetic set and optimisers ----------------------------------------------
@@ -260,8 +339,7 @@ def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm
 
     def init(key: jax.Array, real_: common.RealData) -> common.DistillState:
         k_img, k_order = jax.random.split(key)
-        return common.DistillState.start(spec.init(k_img, real_, s.init), tx,
-                                         {"expert_order": jax.random.key_data(k_order)})
+        return common.DistillState.start(spec.init(k_img, real_, s.init), tx, expert_order_state(k_order))
 
     def outer_loss(params, theta_start, theta_target, idx, aug_keys):
         """(matching loss of the student's end, mean inner cross-entropy)."""
@@ -275,32 +353,24 @@ def make(s: MTTSettings, config: Any, real: common.RealData) -> common.Algorithm
     def step(state: common.DistillState, key: jax.Array, real_: common.RealData):
         del real_  # MTT reads the real data only through the experts
         k_e, k_s, k_idx, k_aug = jax.random.split(key, 4)
-        if s.expert_order == "cycle":
-            order_key = jax.random.wrap_key_data(state.extra["expert_order"])
-            e = expert_at(order_key, state.iteration, num_experts)
-        else:
-            e = jax.random.randint(k_e, (), 0, num_experts)
-        start = jax.random.randint(k_s, (), 0, v["max_start_epoch"])
-        theta_start = experts[e, start].astype(jnp.float32)
-        theta_target = experts[e, start + v["expert_epochs"]].astype(jnp.float32)
+        theta_start, theta_target, e, start = expert_segment(s, experts, state, k_e, k_s)
         idx = minibatch_indices(k_idx, m, batch_syn, v["syn_steps"])
         aug_keys = jax.random.split(k_aug, v["syn_steps"])
         (loss, inner_ce), grads = grad_fn(state.params, theta_start, theta_target, idx, aug_keys)
         params, opt_state = common.apply_update(tx, state.params, state.opt_state, grads)
         new_state = state.replace(params=params, opt_state=opt_state)
         metrics = {"loss": loss, "syn_lr": spec.lr_of(params), "inner_ce": inner_ce,
-                   "start_epoch": start.astype(jnp.float32), "expert": e.astype(jnp.float32)}
+                   **segment_metrics(e, start)}
         return new_state, metrics
 
     def synthetic(state: common.DistillState) -> common.Synthetic:
         return spec.decode(state.params)
 
     settings = {**dataclasses.asdict(s), **v, "batch_syn": batch_syn, "algorithm": "mtt",
-                "num_params": num_params, "num_experts": num_experts,
-                "buffer_epochs": int(manifest["epochs"]), "buffer_selection": manifest["selection"],
-                "zca": bool(config.data.get("zca", False))}
+                **buffer_facts(manifest, num_params, num_experts, config)}
     return common.Algorithm("mtt", init, step, synthetic, settings)
 
 
-__all__ = ["EXPERT_ORDERS", "MTTSettings", "PER_IPC_FIELDS", "check_selection", "expert_at", "make",
-           "matching_loss", "minibatch_indices", "student_end"]
+__all__ = ["EXPERT_ORDERS", "MTTSettings", "PER_IPC_FIELDS", "buffer_facts", "check_selection",
+           "expert_at", "expert_order_state", "expert_segment", "load_experts", "make", "matching_loss",
+           "minibatch_indices", "segment_metrics", "student_end", "student_unroll"]
