@@ -8,7 +8,7 @@ with the same code path (:func:`runlocal`).
 
 import math
 import os
-from typing import Any
+from typing import Any, Optional
 
 import ml_collections
 
@@ -60,6 +60,7 @@ _RUNLOCAL = {
     "eval_every": 0,
     "eval.num_models": lambda v: min(int(v), 1) if v else v,
     "eval.epochs": lambda v: min(int(v), 20) if v else v,
+    "eval.warmup_epochs": lambda v: min(int(v), 2) if v else v,
     "eval.max_test": 500,
     # utility (top level of configs/utility.py, selection.utility.* of the experiments)
     "trials": lambda v: min(int(v), 2),
@@ -141,22 +142,30 @@ def model(name: str = "convnet", width: int = 128, depth: int = 3, norm: str = "
     return ml_collections.ConfigDict({"name": name, "width": width, "depth": depth, "norm": norm})
 
 
-def evaluation(dataset: str, augment: str = "none", epochs: int = 300) -> ml_collections.ConfigDict:
-    """`eval.*`: K models, epochs, SGD, augmentation, model ('' = same as `model`)."""
-    return ml_collections.ConfigDict(
-        {
-            "num_models": 5,
-            "epochs": epochs,
-            "batch_size": 256,
-            "lr": 0.01,
-            "momentum": 0.9,
-            "weight_decay": 5e-4,
-            "augment": augment,
-            "model": "",
-            "test_batch_size": 1000,
-            "max_test": 0,
-        }
-    )
+def evaluation(dataset: str, augment: Optional[str] = None, epochs: Optional[int] = None, *,
+               preset: str = "dc", ipc: int = 0, **overrides: Any) -> ml_collections.ConfigDict:
+    """`eval.*`: every field of the named evaluation `preset` (`gold.evaluate.PRESETS`: dc,
+    frepo, idc, linba, cafe, cafe_dsa; `frepo` needs `ipc`), so `--show_config` shows
+    them all; `augment` / `epochs` / `overrides` (any `gold.evaluate.EvalProtocol`
+    field) replace the preset's values. Plus `model` ('' = same as `model`) and
+    `max_test`. `dsa_strategy` '' = the run's strategy; `lr_decay_epochs` () = the
+    schedule's default.
+
+    Raises:
+      ValueError: an unknown preset or field.
+    """
+    from gold import evaluate as gev
+
+    fields = gev.preset_fields(preset, dataset, ipc)
+    fields["dsa_strategy"] = gev.PRESETS[preset].fields(dataset, ipc).get("dsa_strategy", "")
+    given = dict(overrides, **{k: v for k, v in (("augment", augment), ("epochs", epochs)) if v is not None})
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown evaluation fields {unknown}; valid: {sorted(fields)}")
+    fields.update(given)
+    fields["lr_decay_epochs"] = tuple(fields["lr_decay_epochs"] or ())
+    fields["lr_decay_fractions"] = tuple(fields["lr_decay_fractions"])
+    return ml_collections.ConfigDict({**fields, "model": "", "max_test": 0})
 
 
 def reference_evaluation(dataset: str) -> ml_collections.ConfigDict:

@@ -3,6 +3,7 @@ objects: the one place where a config becomes a model, a dataset or a protocol."
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -71,28 +72,44 @@ def eval_augment(augment: str, dsa_strategy: str, dataset: str) -> tuple[str, st
     return augment, dsa_strategy
 
 
+# config.eval keys that are not EvalProtocol fields: the evaluation network ('' = the
+# run's model) and the test-set cap.
+EVAL_CONFIG_ONLY: tuple[str, ...] = ("model", "max_test")
+
+
 def eval_protocol(config: Any) -> EvalProtocol:
     """The evaluation protocol of ``config.eval``; its model defaults to ``config.model``
     and its DSA strategy to the run's ``config.dsa_strategy`` (the reference evaluates
-    with the run's strategy)."""
+    with the run's strategy). Every :class:`EvalProtocol` field may be set in
+    ``config.eval`` (missing fields take the protocol defaults); ``lr_decay_epochs=()``
+    means the schedule's default.
+
+    Raises:
+      ValueError: a ``config.eval`` key that is neither a protocol field nor one of
+        :data:`EVAL_CONFIG_ONLY`, or an invalid protocol.
+    """
     ev = config.eval
+    fields = {f.name for f in dataclasses.fields(EvalProtocol)} - {"model", "model_overrides"}
+    unknown = sorted(set(ev.keys()) - fields - set(EVAL_CONFIG_ONLY))
+    if unknown:
+        raise ValueError(f"unknown config.eval keys {unknown}; valid: {sorted(fields | set(EVAL_CONFIG_ONLY))}")
     strategy = str(ev.get("dsa_strategy", "") or config.get("dsa_strategy", "") or gaug.DEFAULT_STRATEGY)
-    augment, strategy = eval_augment(str(ev.augment), strategy, config.data.name)
+    augment, strategy = eval_augment(str(ev.get("augment", "none")), strategy, config.data.name)
     model_cfg = config.model.copy_and_resolve_references()
     if ev.get("model"):
         model_cfg.name = ev.model
+    values = {k: ev[k] for k in ev.keys() if k in fields and k not in ("augment", "dsa_strategy")}
+    for name in ("lr_decay_epochs", "lr_decay_fractions"):
+        if name in values:
+            values[name] = tuple(values[name] or ())
+    if values.get("lr_decay_epochs") == ():
+        values["lr_decay_epochs"] = None
     return EvalProtocol(
         model=model_cfg.name,
         model_overrides=tuple(sorted(model_overrides(model_cfg).items())),
-        num_models=ev.num_models,
-        epochs=ev.epochs,
-        batch_size=ev.batch_size,
-        lr=ev.lr,
-        momentum=ev.get("momentum", 0.9),
-        weight_decay=ev.get("weight_decay", 5e-4),
         augment=augment,
         dsa_strategy=strategy,
-        test_batch_size=ev.get("test_batch_size", 1000),
+        **values,
     )
 
 

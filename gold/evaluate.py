@@ -1,4 +1,5 @@
-"""Evaluation protocol of a synthetic set (DC / DSA / DM / MTT references).
+"""Evaluation protocol of a synthetic set (DC / DSA / DM / MTT references, and the
+named evaluations of other methods: :data:`PRESETS`).
 
 Train K freshly initialised networks on the synthetic set, all K in one vmapped
 program, then measure final-epoch top-1 accuracy on the test set with one batched
@@ -16,50 +17,92 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from gold import augment as gaug
+from gold import data as gdata
 from gold import models as gmodels
 from gold import nn as gnn
 from gold import parallel
+
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+"""Valid ``EvalProtocol.optimizer`` values."""
+LOSSES: tuple[str, ...] = ("ce", "mse")
+"""Valid ``EvalProtocol.loss`` values."""
+SCHEDULES: tuple[str, ...] = ("reference", "multistep", "cosine", "constant")
+"""Valid ``EvalProtocol.schedule`` values."""
+_STEP_SCHEDULES = ("reference", "multistep")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalProtocol:
     """How to train and test the K evaluation networks.
 
-    The default schedule is that of the DC / DSA / DM / MTT references
-    (``evaluate_synset``): with ``Epoch = epochs`` they train ``Epoch + 1`` epochs
+    The default is the DC / DSA / DM / MTT references' ``evaluate_synset``
+    (``schedule='reference'``): with ``Epoch = epochs`` they train ``Epoch + 1`` epochs
     (``for ep in range(Epoch + 1)``) and, after the epoch with index ``Epoch // 2 + 1``,
     multiply the lr by 0.1 AND build a new SGD optimiser (momentum buffer reset). So
     ``epochs=300`` trains 301 epochs, 152 at ``lr`` then 149 at ``lr / 10`` from zero
     momentum. Each epoch is the references' ``DataLoader(shuffle=True)`` pass: the last
     minibatch is smaller, not padded (:func:`gold.nn.train_epoch`), so BatchNorm
-    statistics never see repeated samples.
+    statistics never see repeated samples. Other methods' evaluations are named
+    :data:`PRESETS` (:meth:`preset`).
 
     Attributes:
       model: architecture name (see ``gold.models.model_names()``).
       model_overrides: constructor overrides, e.g. ``(("width", 32),)``.
       num_models: K, networks trained from different random inits.
-      epochs: the references' ``epoch_eval_train`` (300; 1000 with augmentation); the
-        networks train ``epochs + 1`` epochs (:meth:`train_epochs`).
-      batch_size: minibatch size (256).
-      lr, momentum, weight_decay: PyTorch-style SGD (0.01, 0.9, 5e-4).
-      lr_decay_epochs: numbers of epochs completed before each lr drop (default
-        ``(epochs // 2 + 2,)``, the references' drop after epoch index ``epochs//2 + 1``).
-      lr_decay: factor of each drop (0.1).
-      momentum_reset: each drop starts a fresh optimiser (zero momentum), as the
-        references do; False keeps one optimiser with a step schedule.
-      augment: ``none`` | ``dsa`` | ``dc_mnist`` (crop/scale/rotate, per sample).
+      epochs: training epochs; ``schedule='reference'`` trains ``epochs + 1`` (the
+        references' ``epoch_eval_train``, 300; 1000 with augmentation), every other
+        schedule exactly ``epochs`` (:meth:`train_epochs`).
+      batch_size: minibatch size (256); larger than the set = full-batch epochs.
+      lr, momentum, weight_decay: base learning rate (0.01), SGD momentum (0.9; SGD
+        only), L2 weight decay added to the gradient (5e-4; PyTorch ``weight_decay``
+        semantics for SGD and Adam; 0 = none).
+      optimizer: ``sgd`` (PyTorch SGD) | ``adam`` (Adam, betas 0.9 / 0.999; FRePo).
+      loss: ``ce`` (soft-label cross-entropy) | ``mse`` (``0.5 * sum_k (out - t)**2``
+        per sample on regression targets: int labels become centred one-hot
+        ``one_hot - 1/K``, float labels are used as given; KIP / FRePo). Accuracy is the
+        argmax of the outputs either way.
+      schedule: ``reference`` (step decay at :attr:`lr_decay_epochs`) | ``multistep``
+        (lr x ``lr_decay`` after each ``floor(f * epochs)`` epochs, ``f`` in
+        :attr:`lr_decay_fractions`; PyTorch ``MultiStepLR``; IDC) | ``cosine`` (linear
+        warm-up from 0 over :attr:`warmup_epochs`, then cosine decay to
+        ``lr * final_lr_fraction``; FRePo) | ``constant`` (LinBa). Schedules change the
+        lr per step (minibatch).
+      lr_decay_epochs: ``reference`` only: epochs completed before each lr drop
+        (default ``(epochs // 2 + 2,)``, the references' drop after epoch index
+        ``epochs//2 + 1``).
+      lr_decay: factor of each drop of ``reference`` / ``multistep`` (0.1; IDC 0.2).
+      momentum_reset: each drop starts a fresh optimiser (zero momentum / Adam moments);
+        ``None`` = the schedule's own: True for ``reference`` (as the references do),
+        False for ``multistep``; True needs a step schedule.
+      lr_decay_fractions: ``multistep`` only: fractions of ``epochs`` in (0, 1),
+        ascending (IDC ``(2/3, 5/6)``).
+      warmup_epochs: ``cosine`` only: epochs of linear warm-up (counted in steps:
+        ``warmup_epochs * steps_per_epoch``).
+      final_lr_fraction: ``cosine`` only: the lr at the end as a fraction of ``lr``
+        (FRePo 0.01; 0 = decay to zero).
+      augment: ``none`` | ``dsa`` | ``dc_mnist`` (crop/scale/rotate, per sample) | ``dc_bn``.
       dsa_strategy: DSA op groups when ``augment == 'dsa'``.
+      cutmix: probability that a minibatch gets CutMix after the augmentation (0 = off;
+        IDC 0.5); labels become soft (mixed by box area).
+      cutmix_beta: CutMix box ``lam ~ Beta(beta, beta)`` (1.0).
       test_batch_size: batch of the test pass.
+
+    Raises:
+      ValueError: an unknown name, a value out of range, or a field that its schedule
+        does not read (e.g. ``warmup_epochs`` without ``schedule='cosine'``).
     """
 
     model: str = "convnet"
@@ -72,57 +115,248 @@ class EvalProtocol:
     weight_decay: float = 5e-4
     lr_decay_epochs: Optional[tuple[int, ...]] = None
     lr_decay: float = 0.1
-    momentum_reset: bool = True
+    momentum_reset: Optional[bool] = None
     augment: str = "none"
     dsa_strategy: str = gaug.DEFAULT_STRATEGY
     test_batch_size: int = 1000
+    optimizer: str = "sgd"
+    loss: str = "ce"
+    schedule: str = "reference"
+    lr_decay_fractions: tuple[float, ...] = ()
+    warmup_epochs: int = 0
+    final_lr_fraction: float = 0.0
+    cutmix: float = 0.0
+    cutmix_beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"EvalProtocol: {message}")
+
+        for field, valid in (("optimizer", OPTIMIZERS), ("loss", LOSSES), ("schedule", SCHEDULES),
+                             ("augment", ("", "None", *gaug.AUGMENT_NAMES))):
+            check(getattr(self, field) in valid,
+                  f"unknown {field} {getattr(self, field)!r}; valid: {', '.join(v for v in valid if v)}")
+        check(self.num_models >= 1, f"num_models must be >= 1, got {self.num_models}")
+        check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        check(self.batch_size >= 1 and self.test_batch_size >= 1,
+              f"batch sizes must be >= 1, got {self.batch_size} / {self.test_batch_size}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.lr_decay > 0, f"lr_decay must be > 0, got {self.lr_decay}")
+        check(self.lr_decay_epochs is None or self.schedule == "reference",
+              f"lr_decay_epochs is read by schedule='reference' only (schedule={self.schedule!r}); "
+              f"multistep takes lr_decay_fractions")
+        fractions = tuple(self.lr_decay_fractions)
+        if self.schedule == "multistep":
+            check(len(fractions) > 0, "schedule='multistep' needs lr_decay_fractions, e.g. (2/3, 5/6)")
+            check(all(0 < f < 1 for f in fractions), f"lr_decay_fractions must be in (0, 1), got {fractions}")
+            check(list(fractions) == sorted(fractions), f"lr_decay_fractions must be ascending, got {fractions}")
+        else:
+            check(not fractions, f"lr_decay_fractions is read by schedule='multistep' only "
+                                 f"(schedule={self.schedule!r})")
+        check(self.momentum_reset is not True or self.schedule in _STEP_SCHEDULES,
+              f"momentum_reset=True needs lr drops (schedule 'reference' or 'multistep'), not "
+              f"{self.schedule!r}; set momentum_reset=False or None")
+        check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        check(self.warmup_epochs == 0 or self.schedule == "cosine",
+              f"warmup_epochs is read by schedule='cosine' only (schedule={self.schedule!r})")
+        check(self.warmup_epochs <= self.epochs,
+              f"warmup_epochs={self.warmup_epochs} exceeds epochs={self.epochs}")
+        check(0 <= self.final_lr_fraction < 1, f"final_lr_fraction must be in [0, 1), got {self.final_lr_fraction}")
+        check(self.final_lr_fraction == 0 or self.schedule == "cosine",
+              f"final_lr_fraction is read by schedule='cosine' only (schedule={self.schedule!r})")
+        check(0 <= self.cutmix <= 1, f"cutmix is a probability in [0, 1], got {self.cutmix}")
+        check(self.cutmix_beta > 0, f"cutmix_beta must be > 0, got {self.cutmix_beta}")
 
     def train_epochs(self) -> int:
-        """Epochs actually trained: ``epochs + 1`` (the references' ``range(Epoch + 1)``)."""
-        return self.epochs + 1
+        """Epochs actually trained: ``epochs + 1`` for ``schedule='reference'`` (the
+        references' ``range(Epoch + 1)``), else ``epochs``."""
+        return self.epochs + 1 if self.schedule == "reference" else self.epochs
 
     def decay_epochs(self) -> tuple[int, ...]:
-        """Epochs completed before each lr drop (default ``epochs // 2 + 2``)."""
+        """Epochs completed before each lr drop of a step schedule (``reference``: default
+        ``epochs // 2 + 2``; ``multistep``: ``floor(f * epochs)``, repeats kept); ``()``
+        for ``cosine`` / ``constant``."""
+        if self.schedule == "multistep":
+            return tuple(int(math.floor(f * self.epochs + 1e-9)) for f in self.lr_decay_fractions)
+        if self.schedule != "reference":
+            return ()
         if self.lr_decay_epochs is not None:
             return self.lr_decay_epochs
         return (self.epochs // 2 + 2,)
 
+    def resets_momentum(self) -> bool:
+        """Whether each lr drop starts a fresh optimiser (:attr:`momentum_reset` resolved)."""
+        if self.momentum_reset is None:
+            return self.schedule == "reference"
+        return self.momentum_reset
+
     def to_dict(self) -> dict:
-        """JSON-friendly description, stored with every synthetic set."""
+        """JSON-friendly description, stored with every synthetic set (defaults resolved:
+        ``lr_decay_epochs`` of ``reference``, ``momentum_reset``)."""
         d = dataclasses.asdict(self)
         d["model_overrides"] = dict(self.model_overrides)
-        d["lr_decay_epochs"] = list(self.decay_epochs())
+        d["lr_decay_epochs"] = list(self.decay_epochs()) if self.schedule == "reference" else None
+        d["momentum_reset"] = self.resets_momentum()
+        d["lr_decay_fractions"] = list(self.lr_decay_fractions)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvalProtocol":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; a dict written before a field existed gets its
+        default (the reference protocol).
+
+        Raises:
+          ValueError: unknown keys or invalid values.
+        """
         d = dict(d)
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown evaluation protocol fields {unknown}")
         d["model_overrides"] = tuple(sorted(dict(d.get("model_overrides", {})).items()))
-        if d.get("lr_decay_epochs") is not None:
-            d["lr_decay_epochs"] = tuple(d["lr_decay_epochs"])
+        for name in ("lr_decay_epochs", "lr_decay_fractions"):
+            if d.get(name) is not None:
+                d[name] = tuple(d[name])
         return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, dataset: str = "", ipc: int = 0, **overrides) -> "EvalProtocol":
+        """The protocol of a named method's evaluation (:data:`PRESETS`), with ``overrides``
+        (any field) on top. See :func:`preset_fields`."""
+        return cls(**{**preset_fields(name, dataset, ipc), **overrides})
+
+
+class Preset(NamedTuple):
+    """A named evaluation: where it comes from and its fields for (dataset, ipc)."""
+
+    source: str
+    fields: Callable[[str, int], dict]
+
+
+def _digits_like(dataset: str) -> bool:
+    """Digit datasets, whose classes a horizontal flip changes (no DSA flip)."""
+    return gdata.get_info(dataset).name in ("mnist", "digits", "svhn") if dataset else False
+
+
+def _idc_fields(dataset: str, ipc: int) -> dict:
+    # IDC removes 'cutout' from the DSA strategy when CutMix is on, 'flip' for MNIST / SVHN
+    strategy = "color_crop_scale_rotate" if _digits_like(dataset) else "color_crop_flip_scale_rotate"
+    return dict(epochs=1000, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                schedule="multistep", lr_decay=0.2, lr_decay_fractions=(2 / 3, 5 / 6),
+                momentum_reset=False, augment="dsa", dsa_strategy=strategy, cutmix=0.5, cutmix_beta=1.0)
+
+
+# FRePo's eval.py: training steps by number of synthetic images (``step_per_prototpyes``).
+FREPO_STEPS: dict[int, int] = {10: 1000, 100: 2000, 200: 20000, 400: 5000, 500: 5000, 1000: 10000,
+                               2000: 40000, 5000: 40000}
+_FREPO_BATCH, _FREPO_WARMUP_STEPS = 500, 500
+
+
+def _frepo_fields(dataset: str, ipc: int) -> dict:
+    n = ipc * gdata.get_info(dataset).num_classes if dataset and ipc > 0 else 0
+    if n not in FREPO_STEPS:
+        raise ValueError(f"the frepo evaluation preset needs a dataset and ipc whose number of synthetic "
+                         f"images is one of FRePo's {sorted(FREPO_STEPS)} (got dataset={dataset!r}, "
+                         f"ipc={ipc}); or pass epochs and warmup_epochs explicitly")
+    steps_per_epoch = -(-n // _FREPO_BATCH)
+    return dict(optimizer="adam", lr=3e-4, weight_decay=0.0, loss="mse", batch_size=_FREPO_BATCH,
+                epochs=FREPO_STEPS[n] // steps_per_epoch, schedule="cosine", momentum_reset=False,
+                warmup_epochs=_FREPO_WARMUP_STEPS // steps_per_epoch, final_lr_fraction=0.01,
+                augment="dsa")
+
+
+PRESETS: dict[str, Preset] = {
+    "dc": Preset("DC / DSA / DM / MTT evaluate_synset (VICO-UoE/DatasetCondensation utils.py): "
+                 "SGD 0.01, momentum 0.9, wd 5e-4, batch 256, 300 (+1) epochs, x0.1 and a fresh "
+                 "optimiser after epoch index epochs//2 + 1",
+                 lambda dataset, ipc: {}),
+    "frepo": Preset("FRePo script/eval.py + lib/training/utils.py (yongchaoz/FRePo): Adam 3e-4 (no "
+                    "weight decay: optax.adam), MSE 0.5*sum on centred one-hot labels, batch min(n, 500), "
+                    "steps by number of images (FREPO_STEPS), 500 warm-up steps then cosine to 1%, "
+                    "DSA-style augmentation",
+                    _frepo_fields),
+    "idc": Preset("IDC train.py / argument.py (snu-mllab/Efficient-Dataset-Condensation): SGD 0.01, "
+                  "momentum 0.9, wd 5e-4, batch 64, 1000 epochs, MultiStepLR x0.2 at 2/3 and 5/6, DSA "
+                  "(no cutout; no flip on digits) + CutMix p 0.5, beta 1",
+                  _idc_fields),
+    "linba": Preset("LinBa configs/compressors_bptt_interventions.yml (princetonvisualai/"
+                    "RememberThePast-DatasetDistillation): SGD 0.01, momentum 0.9, no weight decay, "
+                    "no scheduler, 300 epochs, batch 640",
+                    lambda dataset, ipc: dict(epochs=300, batch_size=640, weight_decay=0.0,
+                                              schedule="constant", momentum_reset=False)),
+    "cafe": Preset("CAFE (kaiwang960112/CAFE): the DC evaluation for 600 epochs",
+                   lambda dataset, ipc: dict(epochs=600)),
+    "cafe_dsa": Preset("CAFE+DSA (kaiwang960112/CAFE): the DC evaluation with DSA for 1000 epochs",
+                       lambda dataset, ipc: dict(epochs=1000, augment="dsa")),
+}
+"""Named method evaluations: ``name -> Preset(source, fields(dataset, ipc))``."""
+
+
+def preset_fields(name: str, dataset: str = "", ipc: int = 0) -> dict:
+    """The :class:`EvalProtocol` fields of preset ``name`` for ``dataset`` / ``ipc``: the
+    protocol defaults updated with the preset's values (model fields excluded).
+
+    Raises:
+      ValueError: an unknown preset, or ``frepo`` without a dataset / ipc it knows.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown evaluation preset {name!r}; valid: {', '.join(PRESETS)}")
+    fields = {f.name: f.default for f in dataclasses.fields(EvalProtocol)
+              if f.name not in ("model", "model_overrides")}
+    fields.update(PRESETS[name].fields(dataset, ipc))
+    if fields["momentum_reset"] is None:
+        fields["momentum_reset"] = fields["schedule"] == "reference"
+    return fields
 
 
 def training_phases(protocol: EvalProtocol, lr: jax.Array, steps_per_epoch: int) -> list[gnn.Phase]:
-    """The SGD phases of ``protocol`` for a base learning rate ``lr`` (may be traced).
+    """The optimiser phases of ``protocol`` for a base learning rate ``lr`` (may be traced).
 
-    With ``momentum_reset`` (default): one phase per stretch between lr drops, the
-    i-th at the constant ``lr * lr_decay**i``, each with a fresh optimiser. Without:
-    one phase of ``train_epochs()`` epochs and a step schedule (one optimiser).
+    Step schedules with :meth:`EvalProtocol.resets_momentum` (the ``reference`` default):
+    one phase per stretch between lr drops, the i-th at the constant
+    ``lr * lr_decay**i``, each with a fresh optimiser. Otherwise one phase of
+    ``train_epochs()`` epochs and one optimiser whose lr follows the schedule per step
+    (``gold.nn.step_decay`` / ``gold.nn.warmup_cosine`` / constant).
     """
     total = protocol.train_epochs()
-    bounds = sorted({min(max(int(e), 0), total) for e in protocol.decay_epochs()})
-    if not protocol.momentum_reset:
-        schedule = gnn.step_decay(1.0, steps_per_epoch, tuple(bounds), protocol.lr_decay)
-        tx = gnn.sgd(lambda step: lr * schedule(step), protocol.momentum, protocol.weight_decay)
-        return [gnn.Phase(tx, total)]
-    edges = [0, *bounds, total]
-    return [
-        gnn.Phase(gnn.sgd(lambda step, f=protocol.lr_decay ** i: lr * f, protocol.momentum,
-                          protocol.weight_decay), end - start)
-        for i, (start, end) in enumerate(zip(edges[:-1], edges[1:]))
-    ]
+
+    def make(schedule) -> optax.GradientTransformation:
+        return gnn.make_optimizer(protocol.optimizer, schedule, momentum=protocol.momentum,
+                                  weight_decay=protocol.weight_decay)
+
+    if protocol.schedule in _STEP_SCHEDULES:
+        drops = [min(max(int(e), 0), total) for e in protocol.decay_epochs()]
+        if protocol.resets_momentum():
+            bounds = sorted(set(drops))
+            factors = [protocol.lr_decay ** sum(d <= b for d in drops) for b in [0, *bounds]]
+            edges = [0, *bounds, total]
+            return [gnn.Phase(make(lambda step, f=f: lr * f), end - start)
+                    for f, start, end in zip(factors, edges[:-1], edges[1:])]
+        unit = gnn.step_decay(1.0, steps_per_epoch, tuple(drops), protocol.lr_decay)
+    elif protocol.schedule == "cosine":
+        unit = gnn.warmup_cosine(total * steps_per_epoch, protocol.warmup_epochs * steps_per_epoch,
+                                 protocol.final_lr_fraction)
+    else:  # constant
+        return [gnn.Phase(make(lambda step: lr), total)]
+    return [gnn.Phase(make(lambda step: lr * unit(step)), total)]
+
+
+def training_targets(protocol: EvalProtocol, y: jax.Array, num_classes: int) -> jax.Array:
+    """The labels the networks train on.
+
+    ``loss='mse'``: int ``[M]`` labels become centred one-hot ``one_hot - 1/K`` (float
+    ``[M, K]``), float labels are kept. ``loss='ce'``: labels are kept, except that int
+    labels become one-hot floats when CutMix mixes them.
+    """
+    if y.ndim == 2:
+        return y
+    if protocol.loss == "mse":
+        return jax.nn.one_hot(y, num_classes) - 1.0 / num_classes
+    if protocol.cutmix > 0:
+        return jax.nn.one_hot(y, num_classes)
+    return y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +382,8 @@ def train_networks(
     (``protocol`` and ``num_classes`` static).
 
     Args:
-      protocol: evaluation protocol (model, epochs, SGD, augmentation).
+      protocol: evaluation protocol (model, epochs, optimiser, schedule, loss,
+        augmentation, CutMix).
       num_classes: number of classes K of the logits.
       keys: ``[K]`` PRNG keys, one per network (init, shuffling, augmentation).
       x_syn: ``[M, H, W, C]`` training images; y_syn: ``[M]`` int labels or ``[M, K]``
@@ -163,9 +398,13 @@ def train_networks(
     )
     steps_per_epoch = gnn.num_batches(x_syn.shape[0], protocol.batch_size)
     augment = gaug.get_augment(protocol.augment, strategy=protocol.dsa_strategy)
+    mix = None
+    if protocol.cutmix > 0:
+        mix = functools.partial(gaug.cutmix, beta=float(protocol.cutmix_beta), prob=float(protocol.cutmix))
     trained = gnn.fit_phases_many(
-        model, training_phases(protocol, lr, steps_per_epoch), keys, x_syn, y_syn,
-        batch_size=protocol.batch_size, augment=augment,
+        model, training_phases(protocol, lr, steps_per_epoch), keys, x_syn,
+        training_targets(protocol, y_syn, num_classes), batch_size=protocol.batch_size,
+        augment=augment, loss=gnn.per_sample_squared_error if protocol.loss == "mse" else None, mix=mix,
     )
     return model, trained.variables
 
@@ -265,18 +504,21 @@ def evaluate_synthetic(
       EvalResult with accuracies in percent.
 
     Raises:
-      ValueError: mismatched shapes, negative soft labels, more model shards than
-        networks.
+      ValueError: mismatched shapes, negative soft labels with ``loss='ce'``, more model
+        shards than networks.
     """
     if x_syn.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"synthetic images {x_syn.shape[1:]} and test images {x_test.shape[1:]} differ in shape")
     if x_syn.shape[0] != y_syn.shape[0]:
         raise ValueError(f"{x_syn.shape[0]} synthetic images but {y_syn.shape[0]} labels")
-    if np.ndim(y_syn) == 2 and float(np.min(np.asarray(y_syn))) < 0:
+    if np.ndim(y_syn) == 2 and y_syn.shape[1] != num_classes:
+        raise ValueError(f"soft labels have {y_syn.shape[1]} columns for {num_classes} classes")
+    if protocol.loss == "ce" and np.ndim(y_syn) == 2 and float(np.min(np.asarray(y_syn))) < 0:
         raise ValueError(
-            "the synthetic labels have negative entries (e.g. centred learned labels): the "
-            "evaluation trains with soft-label cross-entropy, which has no minimum for them. "
-            "Distil with learn_labels=False, or keep labels non-negative")
+            "the synthetic labels have negative entries (e.g. centred learned labels): "
+            "loss='ce' (soft-label cross-entropy) has no minimum for them. Evaluate them as "
+            "regression targets with loss='mse' (--config.eval.loss=mse; the frepo preset), "
+            "or keep labels non-negative")
     start = time.time()
     if mesh is None:
         mesh = evaluation_mesh(protocol.num_models)

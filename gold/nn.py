@@ -20,6 +20,11 @@ import optax
 
 Variables = Any  # a Flax variable dict: {'params': ..., optionally 'batch_stats': ...}
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]  # (key, x[B,...]) -> x_aug[B,...]
+# (key, x[B,...], y[B,K]) -> (x_mix[B,...], y_mix[B,K]): a batch transform that also
+# changes the labels (CutMix).
+MixFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# (outputs[B,K], labels[B] or [B,K]) -> per-sample losses [B].
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 # ----------------------------------------------------------------------------- losses
@@ -33,6 +38,22 @@ def per_sample_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     if labels.ndim == logits.ndim:
         return optax.softmax_cross_entropy(logits, labels)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def per_sample_squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+    """Squared error of each sample, ``0.5 * sum_k (outputs - targets)**2``, float32 ``[B]``.
+
+    The regression loss of KIP / FRePo evaluations (FRePo's ``mean_squared_loss``; its
+    minibatch loss is the mean over samples).
+
+    Args:
+      outputs: ``[B, K]`` network outputs.
+      targets: float ``[B, K]`` regression targets (e.g. centred one-hot labels).
+    """
+    if targets.shape != outputs.shape:
+        raise ValueError(f"squared error needs float [B, K] targets of the outputs' shape "
+                         f"{outputs.shape}; got {targets.shape}")
+    return 0.5 * jnp.sum(jnp.square(outputs - targets), axis=-1)
 
 
 def per_sample_el2n(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -85,10 +106,39 @@ def sgd(
 
 
 def step_decay(lr: float, steps_per_epoch: int, decay_epochs: tuple[int, ...], factor: float) -> optax.Schedule:
-    """Piecewise-constant schedule: ``lr`` multiplied by ``factor`` at each epoch boundary."""
-    return optax.piecewise_constant_schedule(
-        lr, {int(e * steps_per_epoch): factor for e in decay_epochs if e > 0}
-    )
+    """Piecewise-constant schedule: ``lr`` multiplied by ``factor`` at each epoch boundary.
+
+    From step ``e * steps_per_epoch`` on (after ``e`` epochs), for every ``e`` in
+    ``decay_epochs``; a repeated epoch multiplies twice (PyTorch ``MultiStepLR``).
+    """
+    drops: dict[int, float] = {}
+    for e in decay_epochs:
+        if e > 0:
+            step = int(e * steps_per_epoch)
+            drops[step] = drops.get(step, 1.0) * factor
+    return optax.piecewise_constant_schedule(lr, drops)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, final_fraction: float = 0.0) -> optax.Schedule:
+    """Unit-lr schedule: linear warm-up from 0, then cosine decay to ``final_fraction``.
+
+    Step ``s`` (0-based count of updates done): ``s / warmup_steps`` while
+    ``s < warmup_steps``; then ``a + (1 - a) * (1 + cos(pi * t)) / 2`` with
+    ``t = min(s - warmup_steps, D) / D``, ``D = max(total_steps - warmup_steps, 1)`` and
+    ``a = final_fraction`` (FRePo's ``optax.join_schedules`` of ``linear_schedule`` and
+    ``cosine_decay_schedule(alpha=a)``). Multiply by the base lr (which may be traced).
+    """
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warm-up of {warmup_steps} steps does not fit {total_steps} steps")
+    decay = max(total_steps - warmup_steps, 1)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        t = jnp.clip((step - warmup_steps) / decay, 0.0, 1.0)
+        cosine = final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + jnp.cos(jnp.pi * t))
+        return jnp.where(step < warmup_steps, step / max(warmup_steps, 1), cosine)
+
+    return schedule
 
 
 def make_optimizer(
@@ -164,7 +214,7 @@ def train_step(
     state: TrainState,
     x: jax.Array,
     y: jax.Array,
-    loss: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
+    loss: Optional[LossFn] = None,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
     """One optimiser step on the mean loss of a minibatch.
 
@@ -201,6 +251,8 @@ def train_epoch(
     batch_size: int,
     augment: Optional[AugmentFn] = None,
     record: bool = False,
+    loss: Optional[LossFn] = None,
+    mix: Optional[MixFn] = None,
 ) -> tuple[TrainState, jax.Array, Optional[SampleRecord]]:
     """One shuffled pass over ``(x, y)``; jittable.
 
@@ -213,6 +265,10 @@ def train_epoch(
       x: ``[N, ...]`` images; y: ``[N]`` or ``[N, K]`` labels.
       key: PRNG key for the shuffle and ``augment(key, xb)``.
       record: also return every sample's loss / correctness / EL2N, each ``[N]``.
+      loss: per-sample training loss (:func:`train_step`; default cross-entropy).
+      mix: applied after ``augment`` to each minibatch and its (float ``[B, K]``)
+        labels, with the batch's augmentation key folded with 1 (``augment``'s own
+        draws do not change when ``mix`` is added).
 
     Returns:
       (state, mean train loss of the epoch over its N samples, per-sample record or None).
@@ -228,7 +284,9 @@ def train_epoch(
         xb, yb = x[b_idx], y[b_idx]
         if augment is not None:
             xb = augment(b_key, xb)
-        state, losses, logits = train_step(model, tx, state, xb, yb)
+        if mix is not None:
+            xb, yb = mix(jax.random.fold_in(b_key, 1), xb, yb)
+        state, losses, logits = train_step(model, tx, state, xb, yb, loss)
         if not record:
             return state, (losses,)
         correct = (jnp.argmax(logits, -1) == hard_labels(yb)).astype(jnp.float32)
@@ -267,6 +325,8 @@ def fit_phases(
     batch_size: int,
     augment: Optional[AugmentFn] = None,
     record: bool = False,
+    loss: Optional[LossFn] = None,
+    mix: Optional[MixFn] = None,
 ) -> FitResult:
     """Train one network through ``phases`` in order; pure and jittable.
 
@@ -274,7 +334,8 @@ def fit_phases(
     ``split(key, total_epochs)[e]``; each phase is a ``lax.scan`` over its epochs and
     starts from ``phase.tx.init`` (the optimiser state does not carry over). With
     ``record=True`` every sample's loss, correctness and EL2N are kept for every epoch
-    (``[total_epochs, N]``; the loss / forgetting / EL2N indicators).
+    (``[total_epochs, N]``; the loss / forgetting / EL2N indicators). ``loss`` and
+    ``mix``: see :func:`train_epoch`.
     """
     epoch_keys = jax.random.split(key, sum(p.epochs for p in phases))
     losses, records, start = [], [], 0
@@ -283,14 +344,14 @@ def fit_phases(
         def run_epoch(state, epoch_key, tx=phase.tx):
             state, mean_loss, rec = train_epoch(
                 model, tx, state, x, y, epoch_key,
-                batch_size=batch_size, augment=augment, record=record,
+                batch_size=batch_size, augment=augment, record=record, loss=loss, mix=mix,
             )
             return state, (mean_loss, rec)
 
         state = TrainState(variables, phase.tx.init(variables["params"]))
-        state, (loss, rec) = jax.lax.scan(run_epoch, state, epoch_keys[start:start + phase.epochs])
+        state, (phase_loss, rec) = jax.lax.scan(run_epoch, state, epoch_keys[start:start + phase.epochs])
         variables, start = state.variables, start + phase.epochs
-        losses.append(loss)
+        losses.append(phase_loss)
         records.append(rec)
     record_all = SampleRecord(*(jnp.concatenate(f) for f in zip(*records))) if record else None
     return FitResult(variables, jnp.concatenate(losses), record_all)
@@ -325,6 +386,8 @@ def fit_phases_many(
     batch_size: int,
     augment: Optional[AugmentFn] = None,
     record: bool = False,
+    loss: Optional[LossFn] = None,
+    mix: Optional[MixFn] = None,
 ) -> FitResult:
     """Train ``K = len(keys)`` freshly initialised networks at once (vmapped
     :func:`fit_phases`).
@@ -339,7 +402,7 @@ def fit_phases_many(
         variables = init_variables(model, jax.random.fold_in(k, 0), input_shape)
         return fit_phases(
             model, phases, variables, x, y, jax.random.fold_in(k, 1),
-            batch_size=batch_size, augment=augment, record=record,
+            batch_size=batch_size, augment=augment, record=record, loss=loss, mix=mix,
         )
 
     return jax.vmap(one)(keys)
@@ -405,9 +468,9 @@ def unstack_variables(variables: Variables, k: int) -> Variables:
 
 
 __all__ = [
-    "AugmentFn", "FitResult", "SampleRecord", "TrainState", "Variables",
+    "AugmentFn", "FitResult", "LossFn", "MixFn", "SampleRecord", "TrainState", "Variables",
     "Phase", "accuracy_many", "apply_model", "count_params", "epoch_split", "fit",
     "fit_many", "fit_phases", "fit_phases_many", "hard_labels", "init_variables", "make_optimizer", "num_batches",
-    "per_sample_cross_entropy", "per_sample_el2n", "predict_many", "sgd",
-    "stack_variables", "step_decay", "train_epoch", "train_step", "unstack_variables",
+    "per_sample_cross_entropy", "per_sample_el2n", "per_sample_squared_error", "predict_many", "sgd",
+    "stack_variables", "step_decay", "train_epoch", "train_step", "unstack_variables", "warmup_cosine",
 ]

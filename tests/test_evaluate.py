@@ -22,7 +22,8 @@ def test_default_phases_are_the_reference_schedule():
         np.testing.assert_allclose(float(upd["w"][0]), -lr * (0.5 + 5e-4 * 2.0), rtol=1e-6)
     one = training_phases(dataclasses.replace(p, momentum_reset=False), jnp.float32(0.01), 1)
     assert [ph.epochs for ph in one] == [301]
-    assert EvalProtocol.from_dict(p.to_dict()) == dataclasses.replace(p, lr_decay_epochs=(152,))
+    assert EvalProtocol.from_dict(p.to_dict()) == dataclasses.replace(p, lr_decay_epochs=(152,),
+                                                                      momentum_reset=True)
 
 
 def _reference_loop(params, apply, x, y, epochs, lr):
@@ -71,5 +72,5 @@ def test_negative_soft_labels_are_refused():
 
     x = np.zeros((4, 8, 8, 1), np.float32)
     y = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]] - 0.5
-    with pytest.raises(ValueError, match="negative entries"):
+    with pytest.raises(ValueError, match="negative entries.*loss='mse'"):
         evaluate_synthetic(jax.random.key(0), x, y, x, np.zeros(4, np.int32), 2, EvalProtocol(epochs=1))

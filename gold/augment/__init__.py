@@ -4,7 +4,7 @@
   :func:`sample_dsa_params` -> :class:`DSAParams`, :func:`apply_dsa`, :func:`dsa`.
   Parameters drawn with ``batch_size=1`` are Siamese (broadcast to any batch).
 * DC evaluation augmentation for MNIST (reference ``get_daparam``): :func:`dc_augment`.
-* CutMix (IDC): :func:`cutmix`.
+* CutMix (IDC): :func:`cutmix` (= :func:`sample_cutmix_box` + :func:`paste_box`).
 * :func:`get_augment` (``'none' | 'dsa' | 'dc_mnist' | 'dc_bn'``) -> ``fn(key, x)`` for
   training evaluation networks.
 """
@@ -22,11 +22,12 @@ from gold.augment.dsa_ops import (
     sample_dsa_params,
 )
 from gold.augment.factory import AUGMENT_NAMES, AugmentFn, get_augment
-from gold.augment.mix import cutmix
+from gold.augment.mix import CutMixBox, cutmix, paste_box, sample_cutmix_box
 
 __all__ = [
     "AUGMENT_NAMES",
     "AugmentFn",
+    "CutMixBox",
     "DC_OPS",
     "DEFAULT_STRATEGY",
     "DSA_GROUPS",
@@ -40,7 +41,9 @@ __all__ = [
     "get_augment",
     "pad_crop",
     "parse_strategy",
+    "paste_box",
     "resize_crop",
     "rotate_crop",
+    "sample_cutmix_box",
     "sample_dsa_params",
 ]
