@@ -246,3 +246,126 @@ def test_idc_style_evaluation_runs():
                        dsa_strategy="color_crop", cutmix=0.5)
     res = evaluate_synthetic(jax.random.key(2), x, y, ds.x_test, ds.y_test, 10, idc)
     assert res.mean > 30.0, res.accuracies
+
+
+# ------------------------------------------------------------------ presets, config
+def _config(eval_block, dataset="digits"):
+    return ml_collections.ConfigDict({"model": common.model("mlp"), "data": common.data(dataset),
+                                      "eval": eval_block})
+
+
+@pytest.mark.parametrize("name, ipc", [("dc", 0), ("frepo", 1), ("idc", 0), ("linba", 0), ("cafe", 0),
+                                       ("cafe_dsa", 0)])
+def test_config_block_gives_the_preset_protocol(name, ipc):
+    """configs/common.evaluation shows every protocol field; eval_protocol reads them all
+    back into the preset's protocol."""
+    block = common.evaluation("digits", preset=name, ipc=ipc)
+    protocol_fields = {f.name for f in dataclasses.fields(EvalProtocol)} - {"model", "model_overrides"}
+    assert set(block.keys()) == protocol_fields | {"model", "max_test"}
+    got = config_utils.eval_protocol(_config(block))
+    assert got == EvalProtocol.preset(name, "digits", ipc, model="mlp")
+    assert PRESETS[name].source  # every preset cites where it comes from
+
+
+def test_preset_facts():
+    idc = EvalProtocol.preset("idc", "cifar10")
+    assert (idc.epochs, idc.batch_size, idc.lr_decay, idc.decay_epochs(), idc.cutmix) == (1000, 64, 0.2,
+                                                                                         (666, 833), 0.5)
+    assert idc.dsa_strategy == "color_crop_flip_scale_rotate"  # IDC drops cutout under CutMix
+    assert EvalProtocol.preset("idc", "mnist").dsa_strategy == "color_crop_scale_rotate"
+    linba = EvalProtocol.preset("linba")
+    assert (linba.epochs, linba.batch_size, linba.schedule, linba.weight_decay) == (300, 640, "constant", 0.0)
+    # FRePo: steps by number of images, batch min(n, 500): 1000 images = 2 steps per epoch
+    frepo = EvalProtocol.preset("frepo", "cifar100", 10)
+    assert (frepo.epochs, frepo.warmup_epochs, frepo.optimizer, frepo.loss) == (5000, 250, "adam", "mse")
+    assert EvalProtocol.preset("frepo", "cifar10", 1).epochs == 1000
+    assert EvalProtocol.preset("dc") == EvalProtocol(momentum_reset=True)
+    assert EvalProtocol.preset("cafe").epochs == 600 and EvalProtocol.preset("cafe_dsa").epochs == 1000
+    # overrides on top; the legacy positional call of configs keeps working
+    assert EvalProtocol.preset("idc", "cifar10", num_models=2).num_models == 2
+    block = common.evaluation("mnist", "dc_mnist", 1000)
+    assert (block.augment, block.epochs, block.schedule) == ("dc_mnist", 1000, "reference")
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: EvalProtocol.preset("mtt"), "unknown evaluation preset 'mtt'"),
+    (lambda: EvalProtocol.preset("frepo", "cifar10", 3), "frepo evaluation preset needs"),
+    (lambda: common.evaluation("digits", preset="idc", lr_schedule="cosine"), "unknown evaluation fields"),
+])
+def test_bad_presets_are_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_unknown_config_eval_keys_error():
+    block = common.evaluation("digits")
+    block.warmup = 5  # a typo of warmup_epochs must not be ignored
+    with pytest.raises(ValueError, match=r"unknown config.eval keys \['warmup'\]"):
+        config_utils.eval_protocol(_config(block))
+    block = common.evaluation("digits")
+    block.schedule = "cosine"  # the dc block resets momentum at drops: a cosine has none
+    with pytest.raises(ValueError, match="momentum_reset=True needs lr drops"):
+        config_utils.eval_protocol(_config(block))
+    block.momentum_reset, block.warmup_epochs = False, 3
+    assert config_utils.eval_protocol(_config(block)).warmup_epochs == 3
+
+
+# ------------------------------------------------------------- synthetic.npz round trip
+def _old_format_protocol():
+    """A protocol dict as format-version-1 synthetic.npz files stored it (before the
+    optimizer / loss / schedule / CutMix fields)."""
+    return {"augment": "dsa", "batch_size": 256, "dsa_strategy": "color_crop_cutout_scale_rotate",
+            "epochs": 1000, "lr": 0.01, "lr_decay": 0.1, "lr_decay_epochs": [502], "model": "convnet",
+            "model_overrides": {"depth": 1, "width": 32}, "momentum": 0.9, "momentum_reset": True,
+            "num_models": 5, "test_batch_size": 1000, "weight_decay": 0.0005}
+
+
+def test_protocol_round_trips_through_synthetic_npz_including_old_files(tmp_path):
+    ds = gdata.load_dataset("digits")
+    x, y = ds.x_train[:10], ds.y_train[:10]
+    path = str(tmp_path / "synthetic.npz")
+    p = EvalProtocol.preset("idc", "digits", model="mlp", num_models=2)
+    artifacts.save_synthetic(path, x=x, y=y, lr=None, dataset=ds, ipc=1, algorithm="idc", protocol=p)
+    assert artifacts.load_synthetic(path).protocol == p
+    for q in (EvalProtocol.preset("frepo", "digits", 1), EvalProtocol(), EvalProtocol(lr_decay_epochs=(3, 7))):
+        back = EvalProtocol.from_dict(json.loads(json.dumps(q.to_dict())))
+        assert back.to_dict() == q.to_dict() and back.train_epochs() == q.train_epochs()
+    # a version-1 file: its protocol lacks the new fields and loads as the reference protocol
+    with np.load(path) as f:
+        fields = dict(f)
+    fields.update(format_version=np.int64(1), protocol=np.asarray(json.dumps(_old_format_protocol())))
+    old = str(tmp_path / "old.npz")
+    np.savez(old, **fields)
+    got = artifacts.load_synthetic(old).protocol
+    assert got == EvalProtocol(augment="dsa", epochs=1000, lr_decay_epochs=(502,), momentum_reset=True,
+                               dsa_strategy="color_crop_cutout_scale_rotate",
+                               model_overrides=(("depth", 1), ("width", 32)))
+    assert (got.optimizer, got.loss, got.schedule, got.cutmix, got.train_epochs()) == ("sgd", "ce", "reference",
+                                                                                        0.0, 1001)
+    fields.update(protocol=np.asarray(json.dumps({**_old_format_protocol(), "sheduler": "cosine"})))
+    np.savez(old, **fields)
+    with pytest.raises(ValueError, match=r"unknown evaluation protocol fields \['sheduler'\]"):
+        artifacts.load_synthetic(old)
+
+
+def test_zca_set_saved_and_loaded_evaluates_as_in_memory(tmp_path):
+    """A ZCA-whitened set evaluates to the same accuracies from synthetic.npz (test split
+    rebuilt from pixels with the stored ZCA) as from memory (the dataset's own ZCA test
+    split), under a non-default stored protocol (adam, mse, cosine)."""
+    ds = gdata.load_dataset("digits", zca=True)
+    assert ds.zca is not None
+    x = np.concatenate([ds.x_train[ds.y_train == c][:5] for c in range(10)])
+    y = np.repeat(np.arange(10), 5).astype(np.int32)
+    p = EvalProtocol(model="mlp", num_models=2, epochs=20, batch_size=50, lr=3e-3, optimizer="adam", loss="mse",
+                     schedule="cosine", warmup_epochs=2, momentum_reset=False, weight_decay=0.0)
+    in_memory = evaluate_synthetic(jax.random.key(3), x, y, ds.x_test, ds.y_test, 10, p)
+    path = str(tmp_path / "synthetic.npz")
+    artifacts.save_synthetic(path, x=x, y=y, lr=None, dataset=ds, ipc=5, algorithm="real", protocol=p)
+    back = artifacts.load_synthetic(path)
+    assert back.protocol == p and back.zca is not None
+    x_test, y_test = back.test_data()
+    np.testing.assert_allclose(x_test, ds.x_test, atol=1e-5)
+    np.testing.assert_array_equal(y_test, ds.y_test)
+    loaded = back.evaluate(jax.random.key(3))
+    np.testing.assert_array_equal(loaded.accuracies, in_memory.accuracies)
+    assert in_memory.mean > 30.0, in_memory.accuracies

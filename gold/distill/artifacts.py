@@ -9,8 +9,10 @@ config that produced it:
 * ``dataset``, ``num_classes``, ``class_names``, ``ipc``, ``algorithm``;
 * ``mean``, ``std`` (per channel, [0, 1] pixel units), ``normalized``;
 * ``zca_mean`` / ``zca_whiten`` / ``zca_unwhiten`` / ``zca_reg`` when ZCA was used;
-* ``protocol``: JSON of ``EvalProtocol.to_dict()``; ``meta``: JSON of extra facts
-  (num_real, iterations, seconds, settings);
+* ``protocol``: JSON of ``EvalProtocol.to_dict()`` (every field: optimizer, loss,
+  schedule, CutMix ...; a version-1 file's protocol lacks those and loads with the
+  reference defaults); ``meta``: JSON of extra facts (num_real, iterations, seconds,
+  settings);
 * ``factor.<name>``: the stored factors of a factorised set (HaBa: ``factor.bases``
   and ``factor.hallucinators.<leaf>``, decoded by
   ``gold.distill.hallucinator.decode_factors``); ``x`` is always their decoded set, so
@@ -36,7 +38,10 @@ import numpy as np
 from gold import data as gdata
 from gold.evaluate import EvalProtocol, EvalResult, evaluate_synthetic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Versions load_synthetic reads: 1 stored the protocol before the optimizer / loss /
+# schedule / CutMix fields existed (they load with the reference defaults).
+READABLE_VERSIONS = (1, 2)
 FACTOR_PREFIX = "factor."
 
 
@@ -126,15 +131,16 @@ def load_synthetic(path: str) -> SyntheticSet:
     """Read a ``synthetic.npz`` written by :func:`save_synthetic`.
 
     Raises:
-      ValueError: not a gold synthetic set (missing fields) or an unknown format version.
+      ValueError: not a gold synthetic set (missing fields), an unknown format version,
+        or a stored protocol with unknown fields.
     """
     with np.load(path, allow_pickle=False) as f:
         missing = [k for k in ("x", "y", "dataset", "protocol", "mean", "std") if k not in f]
         if missing:
             raise ValueError(f"{path} is not a gold synthetic set (missing {missing})")
         version = int(f["format_version"]) if "format_version" in f else 0
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path} has synthetic format version {version}; expected {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"{path} has synthetic format version {version}; readable: {READABLE_VERSIONS}")
         zca = None
         if "zca_whiten" in f:
             zca = gdata.ZCA(np.asarray(f["zca_mean"]), np.asarray(f["zca_whiten"]),
