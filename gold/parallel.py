@@ -3,9 +3,11 @@
 The mesh always has the three named axes of :data:`AXES` (an axis may have size 1):
 
 * ``data``: the real batch and per-sample work;
-* ``model``: independent networks (the evaluation's K models; later the utility
-  indicator's trials, MTT experts, Monte-Carlo trials);
-* ``class``: per-class algorithms (DC, DSA, DM match each class independently).
+* ``model``: independent networks (the evaluation's K models, the loss indicator's
+  trials);
+* ``class``: per-class algorithms (DC, DSA, DM match each class independently:
+  ``gold.distill.common.per_class_value_and_grad`` splits its class loop along the
+  ``class`` axis, :func:`split_map`, when the step runs as a :func:`replicated_program`).
 
 A use of the mesh says which axis it prefers (the evaluation: ``model``) and what
 bounds that axis (at most K models). The layout comes from ``config.mesh`` (``{"data":
@@ -29,7 +31,8 @@ single-device run draws.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+import os
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -133,9 +136,10 @@ def make_mesh(requested: Optional[Mapping[str, Any]] = None, *,
     return Mesh(grid, AXES)
 
 
-# Axes whose work is split today (the evaluation's K networks); an explicit size > 1 on
-# another axis would only replicate, so it is refused until that split exists.
-SPLIT_AXES: tuple[str, ...] = ("model",)
+# Axes whose work is split today (the evaluation's K networks and the loss indicator's
+# trials; the per-class loop of DC / DSA / DM); an explicit size > 1 on ``data`` would
+# only replicate, so it is refused until that split exists.
+SPLIT_AXES: tuple[str, ...] = ("model", "class")
 
 
 def mesh_from_config(config: Any, **kwargs) -> Mesh:
@@ -150,7 +154,8 @@ def mesh_from_config(config: Any, **kwargs) -> Mesh:
               if a not in SPLIT_AXES and int(v) > 1]
     if unused:
         raise ValueError(f"{', '.join(unused)}: nothing is split along that axis yet (the steps "
-                         f"run replicated; only mesh.model splits the evaluation); leave it 0")
+                         f"run replicated; mesh.model splits the evaluation and the loss "
+                         f"indicator, mesh.class the per-class loop); leave it 0")
     return make_mesh(requested, **kwargs)
 
 
@@ -162,6 +167,81 @@ def axis_size(mesh: Mesh, name: str) -> int:
 def is_trivial(mesh: Optional[Mesh]) -> bool:
     """True for ``None`` or a one-device mesh (callers then take the plain path)."""
     return mesh is None or mesh.size == 1
+
+
+def replicated_program(fn: Callable[..., Any], mesh: Mesh, num_args: int) -> Callable[..., Any]:
+    """``fn`` (``num_args`` positional array arguments) as one program per device of
+    ``mesh`` (``jax.shard_map``, every axis manual): each device computes the whole
+    ``fn`` on replicated inputs, except the work that :func:`split_map` splits along a
+    mesh axis; outputs are replicated. Wrap it in ``jax.jit`` (with the mesh's
+    shardings) to run it."""
+    rep = PartitionSpec()
+    # gold's custom-VJP convolutions do not type varying manual axes; the split parts
+    # all-gather their results, so every output is the same on every device
+    return jax.shard_map(fn, mesh=mesh, in_specs=(rep,) * int(num_args), out_specs=rep,
+                         check_vma=False)
+
+
+def manual_axis_size(name: str) -> int:
+    """Size of mesh axis ``name`` while tracing inside a ``shard_map`` that made it
+    manual (:func:`replicated_program`); 1 elsewhere (a plain ``jit``, one device)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or name not in mesh.axis_names or name not in mesh.manual_axes:
+        return 1
+    return int(mesh.shape[name])
+
+
+def split_map(fn: Callable[..., Any], axis: str, *args: Any) -> Any:
+    """``fn(*args)`` computed in slices along manual mesh axis ``axis``.
+
+    ``fn`` maps over the leading axis L of every argument (per class, per network), so
+    the rows of its outputs depend only on the same rows of its inputs. Inside a
+    ``shard_map`` whose axis ``axis`` has size n (:func:`replicated_program`), device
+    ``i`` applies ``fn`` to rows ``[i L/n, (i+1) L/n)`` and the slices are all-gathered,
+    so every device ends with the whole result; elsewhere this is ``fn(*args)``. Row
+    indices that ``fn`` needs (class ids, key indices) should be among ``args``: the
+    slice then carries the global indices and the random streams do not change.
+
+    Raises:
+      ValueError: L is not a multiple of n (no padding along ``axis``).
+    """
+    n = manual_axis_size(axis)
+    if n == 1:
+        return fn(*args)
+    length = int(jax.tree.leaves(args)[0].shape[0])
+    if length % n:
+        raise ValueError(f"cannot split {length} entries along mesh axis {axis!r} of size {n}: "
+                         f"choose mesh.{axis} dividing {length} (or 0 = auto)")
+    size = length // n
+    first = jax.lax.axis_index(axis) * size
+    local = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, first, size), args)
+    out = fn(*local)
+    return jax.tree.map(lambda a: jax.lax.all_gather(a, axis, tiled=True), out)
+
+
+def split_leading(fn: Callable[..., Any], mesh: Mesh, axis: str, split: tuple,
+                  shared: tuple = ()) -> Any:
+    """``fn(*split, *shared)`` with the leading axis of ``split`` (and of every output)
+    split along ``mesh``'s axis ``axis`` (``jax.shard_map``) and ``shared`` replicated:
+    each device applies ``fn`` to its slice. ``fn`` maps over the leading axis (e.g.
+    the networks of a chunk of trials) and must take every array it uses as an argument
+    (arrays placed on the mesh and closed over clash with the manual region's types).
+    Call it under ``jax.jit``. A mesh axis of size 1 calls ``fn`` directly.
+
+    Raises:
+      ValueError: the leading length is not a multiple of the axis size.
+    """
+    n = axis_size(mesh, axis)
+    if n == 1:
+        return fn(*split, *shared)
+    length = int(jax.tree.leaves(split)[0].shape[0])
+    if length % n:
+        raise ValueError(f"cannot split {length} entries along mesh axis {axis!r} of size {n}: "
+                         f"pad to a multiple of {n} (padded_size)")
+    spec, rep = PartitionSpec(axis), PartitionSpec()
+    # the body is a map over the leading axis, so each device's output is its own shard
+    return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * len(split) + (rep,) * len(shared),
+                         out_specs=spec, check_vma=False)(*split, *shared)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -238,6 +318,96 @@ def describe(mesh: Mesh) -> str:
     return f"{sizes} on {mesh.size} {platform} device{'s' if mesh.size > 1 else ''}"
 
 
-__all__ = ["AXES", "DEFAULT_MESH", "REAL_PLACEMENTS", "along", "axis_size", "describe", "is_trivial",
-           "make_mesh", "mesh_from_config", "mesh_shape", "padded_size", "place_real", "replicate",
-           "replicated", "shard_leading", "shardings_of"]
+# ------------------------------------------------------------------------ memory
+def device_memory(devices: Optional[Sequence[Any]] = None) -> dict:
+    """Memory of this process's devices (default ``jax.local_devices()``), in MiB.
+
+    Where the backend reports it (``device.memory_stats()``: GPU, TPU) ``in_use_mb`` is
+    its ``bytes_in_use`` and ``peak_mb`` its ``peak_bytes_in_use``; elsewhere (CPU)
+    ``in_use_mb`` is the bytes of the live JAX arrays on each device (the shard each
+    device holds; ``jax.live_arrays``) and ``peak_mb`` is None.
+
+    Returns:
+      ``{"source": "memory_stats" | "live_arrays", "devices": [str], "in_use_mb":
+      [float], "peak_mb": [float] | None}``, one entry per device.
+    """
+    devices = list(jax.local_devices() if devices is None else devices)
+    stats = [d.memory_stats() for d in devices]
+    names = [f"{d.platform}:{d.id}" for d in devices]
+    mib = float(2 ** 20)
+    if all(stats):
+        return {"source": "memory_stats", "devices": names,
+                "in_use_mb": [st.get("bytes_in_use", 0) / mib for st in stats],
+                "peak_mb": [st.get("peak_bytes_in_use", 0) / mib for st in stats]}
+    live = {d: 0 for d in devices}
+    for a in jax.live_arrays():
+        shard_bytes = int(np.prod(a.sharding.shard_shape(a.shape))) * a.dtype.itemsize
+        for d in a.sharding.addressable_devices:
+            if d in live:
+                live[d] += shard_bytes
+    return {"source": "live_arrays", "devices": names, "in_use_mb": [live[d] / mib for d in devices],
+            "peak_mb": None}
+
+
+def describe_memory(memory: dict) -> str:
+    """``'cpu:0 1.2 MiB, cpu:1 1.2 MiB (live arrays)'`` from :func:`device_memory`."""
+    peaks = memory["peak_mb"] or [None] * len(memory["devices"])
+    parts = [f"{n} {m:.1f} MiB" + ("" if p is None else f" (peak {p:.1f})")
+             for n, m, p in zip(memory["devices"], memory["in_use_mb"], peaks)]
+    return ", ".join(parts) + f" ({memory['source'].replace('_', ' ')})"
+
+
+# -------------------------------------------------------------------- several hosts
+# The environment of one process of a multi-host run (one command per host): the
+# coordinator's host:port (JAX's own variable) and this run's process count and index.
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
+ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "JAX_PROCESS_ID"
+
+
+def distributed_settings(environ: Optional[Mapping[str, str]] = None) -> Optional[dict]:
+    """``jax.distributed.initialize`` arguments from the environment (default
+    ``os.environ``), or None when :data:`ENV_COORDINATOR` is unset (a one-host run).
+
+    Raises:
+      ValueError: a coordinator without a valid process count and index.
+    """
+    env = os.environ if environ is None else environ
+    address = env.get(ENV_COORDINATOR, "")
+    if not address:
+        return None
+    try:
+        count, index = int(env[ENV_NUM_PROCESSES]), int(env[ENV_PROCESS_ID])
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{ENV_COORDINATOR}={address} needs integer {ENV_NUM_PROCESSES} and "
+                         f"{ENV_PROCESS_ID} (this host's index) in the environment") from e
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"{ENV_PROCESS_ID}={index} must be in [0, {ENV_NUM_PROCESSES}={count})")
+    return {"coordinator_address": address, "num_processes": count, "process_id": index}
+
+
+def initialize_distributed(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Join a multi-host run when the environment names one (:func:`distributed_settings`):
+    ``jax.distributed.initialize`` (CPU devices talk through gloo collectives), after
+    which ``jax.devices()`` and every mesh span all hosts. Call before anything else
+    touches a device. Returns True when it initialised, False for a one-host run (or
+    when already initialised)."""
+    settings = distributed_settings(environ)
+    if settings is None or jax.distributed.is_initialized():
+        return False
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices only
+    jax.distributed.initialize(**settings)
+    return True
+
+
+def is_main_process() -> bool:
+    """True on the process that writes a run's files (process 0; always on one host)."""
+    return jax.process_index() == 0
+
+
+__all__ = ["AXES", "DEFAULT_MESH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_PROCESS_ID",
+           "REAL_PLACEMENTS", "SPLIT_AXES", "along", "axis_size", "describe", "describe_memory",
+           "device_memory", "distributed_settings", "initialize_distributed", "is_main_process",
+           "is_trivial", "make_mesh", "manual_axis_size", "mesh_from_config", "mesh_shape",
+           "padded_size", "place_real", "replicate", "replicated", "replicated_program",
+           "shard_leading", "shardings_of", "split_leading", "split_map"]

@@ -95,11 +95,39 @@ def test_config_mesh_is_a_documented_loop_field():
     assert cfg.mesh.to_dict() == parallel.DEFAULT_MESH
     assert all(f"mesh.{a}" in config_docs.SHARED for a in parallel.AXES)
     assert parallel.mesh_from_config(cfg, prefer="model").size == jax.device_count()
-    for axis in ("data", "class"):  # would only replicate: refused, not silently ignored
-        bad = dm_config.get_config("digits")
-        bad.mesh[axis] = 2
-        with pytest.raises(ValueError, match=f"mesh.{axis}=2: nothing is split"):
-            parallel.mesh_from_config(bad)
+    bad = dm_config.get_config("digits")
+    bad.mesh.data = 2  # would only replicate: refused, not silently ignored
+    with pytest.raises(ValueError, match="mesh.data=2: nothing is split"):
+        parallel.mesh_from_config(bad)
+
+
+def test_step_mesh_class_axis_only_for_per_class_algorithms():
+    from gold.configs import mtt as mtt_config
+    from gold.distill import loop
+
+    assert loop.step_mesh(dm_config.get_config("digits"), 10).size == jax.device_count()
+    cfg = dm_config.get_config("digits")
+    cfg.mesh["class"] = 2  # one device here: the layout itself is impossible
+    with pytest.raises(ValueError, match="needs a multiple of 2 devices"):
+        loop.step_mesh(cfg, 10)
+    cfg = mtt_config.get_config("digits")
+    cfg.mesh["class"] = 2
+    with pytest.raises(ValueError, match="mesh.class=2: mtt has no per-class loop"):
+        loop.step_mesh(cfg, 10)
+
+
+def test_split_map_outside_a_mesh_is_the_plain_call_and_memory_is_reported():
+    fn = lambda c, x: (c * 2, x.sum(axis=1))
+    c, x = np.arange(6, dtype=np.int32), np.ones((6, 3), np.float32)
+    out = jax.jit(lambda c, x: parallel.split_map(fn, "class", c, x))(c, x)
+    np.testing.assert_array_equal(out[0], c * 2)
+    np.testing.assert_array_equal(out[1], np.full(6, 3.0))
+    keep = jax.numpy.ones((256, 1024), jax.numpy.float32)  # 1 MiB live on device 0
+    mem = parallel.device_memory()
+    assert mem["devices"] == [f"{d.platform}:{d.id}" for d in jax.local_devices()]
+    assert mem["source"] in ("memory_stats", "live_arrays") and mem["in_use_mb"][0] >= 1.0
+    assert "MiB" in parallel.describe_memory(mem)
+    del keep
 
 
 # -------------------------------------------------------------- 4 forced CPU devices

@@ -35,6 +35,7 @@ from flax import struct
 from gold import augment as gaug
 from gold import data as gdata
 from gold import nn as gnn
+from gold import parallel
 from gold.distill.settings import check_choice, check_positive, setting
 
 PyTree = Any
@@ -453,21 +454,28 @@ def per_class_value_and_grad(
 
     Returns:
       losses float32 ``[K]`` and gradients ``[K, m, ...]``.
+
+    When the step runs on a mesh with a ``class`` axis of size n
+    (``gold.parallel.replicated_program``) the classes are split along it
+    (``gold.parallel.split_map``): each device loops over its K/n classes, whose image
+    gradients are local, and the per-class losses and gradients are all-gathered. Keys
+    fold in the global class index, so the numbers equal the one-device loop.
     """
-    k = x_by_class.shape[0]
+    if class_loop not in CLASS_LOOPS:
+        raise ValueError(f"unknown class_loop {class_loop!r}; valid: {CLASS_LOOPS}")
     vg = jax.value_and_grad(fn, argnums=1)
 
-    def one(args):
-        c, x_c = args
+    def one(c, x_c):
         return vg(c, x_c, jax.random.fold_in(key, c))
 
-    classes = jnp.arange(k, dtype=jnp.int32)
-    if class_loop == "map":
-        return jax.lax.map(one, (classes, x_by_class))
-    if class_loop == "unroll":
-        outs = [one((classes[c], x_by_class[c])) for c in range(k)]
+    def loop(classes, xs):  # the classes of one device (all of them without a class axis)
+        if class_loop == "map":
+            return jax.lax.map(lambda a: one(*a), (classes, xs))
+        outs = [one(classes[i], xs[i]) for i in range(classes.shape[0])]
         return jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs])
-    raise ValueError(f"unknown class_loop {class_loop!r}; valid: {CLASS_LOOPS}")
+
+    classes = jnp.arange(x_by_class.shape[0], dtype=jnp.int32)
+    return parallel.split_map(loop, "class", classes, x_by_class)
 
 
 # -------------------------------------------------------------- network training

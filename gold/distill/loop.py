@@ -23,8 +23,13 @@
 
 On several devices (``config.mesh``, :mod:`gold.parallel`) the jitted chunk takes
 explicit ``in_shardings`` / ``out_shardings`` on the run's mesh (state and real data
-replicated for now) and the evaluation splits its K networks along the ``model`` axis;
-one device runs the plain program.
+replicated) and runs as one program per device (``parallel.replicated_program``): the
+per-class loop of DC / DSA / DM is split along the ``class`` axis (:func:`step_mesh`),
+everything else is computed on every device; the evaluation splits its K networks
+along the ``model`` axis; one device runs the plain program. Every log line carries the
+devices' memory (``device_memory_mb``, :func:`gold.parallel.device_memory`). On several
+hosts (``gold.parallel.initialize_distributed``) every process runs the same program and
+only process 0 writes the workdir's files (orbax coordinates the checkpoints).
 
 Randomness comes from named streams of ``gold.rng`` and step ``i`` uses
 ``step_key(steps, i)``; the state is checkpointed completely, so a run killed at any
@@ -110,6 +115,24 @@ def select_real(config: Any, ds: gdata.Dataset, root: jax.Array, workdir: str) -
 
 
 # ---------------------------------------------------------------------- run
+def step_mesh(config: Any, num_classes: int) -> jax.sharding.Mesh:
+    """The mesh of the steps: algorithms that match every class separately
+    (``common.ClassMatchingSettings``: DC, DSA, DM) prefer the ``class`` axis (a size
+    dividing ``num_classes``), the others replicate along ``data``.
+
+    Raises:
+      ValueError: an explicit ``mesh.class > 1`` for an algorithm without a per-class
+        loop, or an impossible layout.
+    """
+    if isinstance(registry.read_settings(config), common.ClassMatchingSettings):
+        return parallel.mesh_from_config(config, prefer="class", divides={"class": int(num_classes)})
+    requested = int((config.get("mesh") or {}).get("class", 0) or 0)
+    if requested > 1:
+        raise ValueError(f"mesh.class={requested}: {config.algorithm} has no per-class loop to split "
+                         f"(only DC / DSA / DM-style class matching does); leave mesh.class 0")
+    return parallel.mesh_from_config(config, prefer="data")
+
+
 def chunk_end(done: int, iterations: int, *cadences: int) -> int:
     """The next iteration after ``done`` at which the loop must look (a multiple of a
     non-zero cadence, or ``iterations``)."""
@@ -154,8 +177,10 @@ def run(config: Any, workdir: str) -> dict:
             if not np.array_equal(f["ids"], ds.ids[kept]):
                 raise ValueError(f"the selected real samples differ from the ones in {sel_path}; "
                                  f"refusing to resume with different data")
-    gwork.prepare_workdir(workdir, config)
-    np.savez(sel_path, ids=ds.ids[kept], indices=kept)
+    main = parallel.is_main_process()  # on several hosts only process 0 writes files
+    if main:
+        gwork.prepare_workdir(workdir, config)
+        np.savez(sel_path, ids=ds.ids[kept], indices=kept)
     real = common.make_real_data(ds.x_train[kept], ds.y_train[kept], ds.num_classes,
                                  int(config.batch_real))
     # what was really kept (min_per_class may raise the ratio): logged and in result.json
@@ -165,7 +190,7 @@ def run(config: Any, workdir: str) -> dict:
     if max_test > 0:
         x_test, y_test = x_test[:max_test], y_test[:max_test]
     protocol = config_utils.eval_protocol(config)
-    mesh = parallel.mesh_from_config(config, prefer="data")  # the steps (replicated for now)
+    mesh = step_mesh(config, ds.num_classes)
     eval_mesh = evaluation_mesh(protocol.num_models, config.get("mesh"))  # fails fast on a bad layout
     if not parallel.is_trivial(mesh):
         print(f"mesh: steps {parallel.describe(mesh)}; evaluation {parallel.describe(eval_mesh)}",
@@ -199,6 +224,8 @@ def run(config: Any, workdir: str) -> dict:
     writer: list = []  # the MetricsWriter, created once the metric names are known
 
     def log(step: int, names: tuple = (), **values: float) -> None:
+        if not main:
+            return
         if not writer:  # fix every column now (evaluation rows too)
             writer.append(gwork.MetricsWriter(workdir, resume_step=it0 if latest is not None else None,
                                               fields=[*names, *EVAL_COLUMNS]))
@@ -223,7 +250,8 @@ def run(config: Any, workdir: str) -> dict:
         on_mesh = parallel.replicated(mesh)
         state, k_steps = parallel.replicate(state, mesh), parallel.replicate(k_steps, mesh)
         real = parallel.place_real(real, mesh)
-        advance = jax.jit(step_fn, in_shardings=(on_mesh, on_mesh, parallel.shardings_of(real), on_mesh),
+        advance = jax.jit(parallel.replicated_program(step_fn, mesh, 4),
+                          in_shardings=(on_mesh, on_mesh, parallel.shardings_of(real), on_mesh),
                           out_shardings=on_mesh, donate_argnums=0)
     log_every = max(1, int(config.get("log_every", 10)))
     eval_every = int(config.get("eval_every", 0) or 0)
@@ -262,6 +290,10 @@ def run(config: Any, workdir: str) -> dict:
         if done % log_every == 0 or done == iterations:
             row = {n: v / pending_steps for n, v in pending.items()}
             row["seconds_per_iteration"] = (time.time() - distill_start - eval_seconds) / (done - it0)
+            memory = parallel.device_memory()
+            row["device_memory_mb"] = max(memory["in_use_mb"])
+            if main and not writer:  # once, with the first log line
+                print(f"device memory: {parallel.describe_memory(memory)}", flush=True)
             log(done, tuple(row), **row)
             pending, pending_steps = {}, 0
         if eval_every and done % eval_every == 0 and done < iterations:
@@ -305,14 +337,16 @@ def run(config: Any, workdir: str) -> dict:
             "settings": algo.settings, "seed": int(config.seed),
             "selection": gwork.to_jsonable(config.selection)}
     npz_path = os.path.join(workdir, "synthetic.npz")
+    ckpt.close()
+    if writer:
+        writer[0].close()
+    if not main:
+        return result
     artifacts.save_synthetic(npz_path, x=np.asarray(syn.x), y=np.asarray(syn.y), lr=lr, dataset=ds,
                              ipc=int(config.ipc), algorithm=algo.name, protocol=protocol, meta=meta,
                              factors=syn.factors)
     artifacts.save_png(os.path.join(workdir, "synthetic.png"), artifacts.load_synthetic(npz_path))
     gwork.write_json(os.path.join(workdir, "result.json"), result)
-    ckpt.close()
-    if writer:
-        writer[0].close()
     print(f"{algo.name} {ds.name} ipc={config.ipc}: accuracy {res.mean:.2f} +- {res.std:.2f} "
           f"(num_real={real.num_real}, {total:.1f}s)", flush=True)
     return result

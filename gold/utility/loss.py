@@ -47,8 +47,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from gold import nn as gnn
+from gold import parallel
 from gold import progress
 from gold.checkpoint import Checkpointer
 from gold.utility.smoothing import smoothed_value
@@ -172,21 +174,46 @@ def make_epoch_fn(model: nn.Module, tx, batch_size: int, *, vmapped: bool = True
     program, stacked: plain convolutions, and XLA may run the copies concurrently).
     """
 
+    if not vmapped:
+        return jax.jit(_one_epoch(model, tx, batch_size), donate_argnums=(0,))
+    return jax.jit(_trials_epoch(model, tx, batch_size, mode), donate_argnums=(0,))
+
+
+def _one_epoch(model: nn.Module, tx, batch_size: int):
+    """``(state, key, x, y) -> (state, mean_loss, SampleRecord)`` of one network."""
+
     def one(state, key, x, y):
         return gnn.train_epoch(model, tx, state, x, y, key, batch_size=batch_size, record=True)
 
-    if not vmapped:
-        return jax.jit(one, donate_argnums=(0,))
-    mode = resolve_trial_mode(mode)
-    if mode == "vmap":
-        return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)), donate_argnums=(0,))
+    return one
+
+
+def _trials_epoch(model: nn.Module, tx, batch_size: int, mode: str):
+    """The un-jitted epoch of T trials (leading axis T of states / keys; ``mode`` as in
+    :func:`make_epoch_fn`)."""
+    one = _one_epoch(model, tx, batch_size)
+    if resolve_trial_mode(mode) == "vmap":
+        return jax.vmap(one, in_axes=(0, 0, None, None))
 
     def unrolled(states, keys, x, y):
         t_count = keys.shape[0]
         outs = [one(jax.tree.map(lambda a: a[t], states), keys[t], x, y) for t in range(t_count)]
         return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
-    return jax.jit(unrolled, donate_argnums=(0,))
+    return unrolled
+
+
+def make_sharded_epoch_fn(model: nn.Module, tx, batch_size: int, mesh: Mesh, mode: str = "vmap"):
+    """:func:`make_epoch_fn` (``vmapped=True``) with the trials split along ``mesh``'s
+    ``model`` axis (``gold.parallel.split_leading``): each device trains its T/n trials
+    (``mode`` on its slice); the data is replicated. T must be a multiple of the axis
+    size (:func:`train_trials` pads)."""
+    body = _trials_epoch(model, tx, batch_size, mode)
+
+    def sharded(states, keys, x, y):
+        return parallel.split_leading(body, mesh, "model", (states, keys), (x, y))
+
+    return jax.jit(sharded, donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=32)
@@ -201,6 +228,24 @@ def _programs(model: nn.Module, settings: "TrainSettings"):
 
     init = jax.jit(jax.vmap(one, in_axes=(0, None)), static_argnums=(1,))
     return tx, init, make_epoch_fn(model, tx, settings.batch_size, mode=settings.trial_mode)
+
+
+@functools.lru_cache(maxsize=8)
+def _sharded_epoch(model: nn.Module, settings: "TrainSettings", mesh: Mesh):
+    """The cached :func:`make_sharded_epoch_fn` of a model, settings and mesh."""
+    return make_sharded_epoch_fn(model, settings.optimizer_fn(), settings.batch_size, mesh,
+                                 settings.trial_mode)
+
+
+def _pad_trials(tree, shards: int):
+    """``tree`` (leading axis T) padded to a multiple of ``shards`` with copies of its
+    first trials (they fill the last model shards and are dropped)."""
+    size = int(jax.tree.leaves(tree)[0].shape[0])
+    padded = parallel.padded_size(size, shards)
+    if padded == size:
+        return tree
+    take = jnp.arange(padded) % size
+    return jax.tree.map(lambda a: a[take], tree)
 
 
 def _chunk_record(n: int, size: int) -> dict:
@@ -220,6 +265,7 @@ def train_trials(
     keep_first: bool = True,
     checkpointer: Optional[Checkpointer] = None,
     checkpoint_every: int = 1,
+    mesh: Optional[Mesh] = None,
 ) -> TrialStats:
     """Train ``settings.trials`` networks on ``(x, y)`` and average their per-sample records.
 
@@ -239,13 +285,27 @@ def train_trials(
         states) every ``checkpoint_every`` steps and at the end; its newest checkpoint
         is resumed from, giving the same statistics as an uninterrupted run.
       checkpoint_every: steps between checkpoints (0 = only the final one).
+      mesh: a ``gold.parallel`` mesh whose ``model`` axis splits each chunk's trials
+        (padded with copies of its first trials, which are dropped); None or a model
+        axis of 1: one program per chunk. The numbers do not depend on it.
     """
     start = time.time()
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y, jnp.int32)
     n, e_total = x.shape[0], settings.epochs
     shape = tuple(x.shape[1:])
-    _, init, epoch_fn = _programs(model, dataclasses.replace(settings, trials=1, epochs=1, trials_per_chunk=1))
+    program_settings = dataclasses.replace(settings, trials=1, epochs=1, trials_per_chunk=1)
+    _, init, epoch_fn = _programs(model, program_settings)
+    shards = 1 if mesh is None else parallel.axis_size(mesh, "model")
+    if shards > 1:
+        epoch_fn = _sharded_epoch(model, program_settings, mesh)
+        x, y = parallel.replicate((x, y), mesh)
+
+    def to_mesh(tree):  # a chunk's trials split along the model axis (padded)
+        return tree if shards == 1 else parallel.shard_leading(_pad_trials(tree, shards), mesh, "model")
+
+    def own(tree, size: int):  # the chunk's own trials (padding dropped)
+        return tree if shards == 1 else jax.tree.map(lambda a: a[:size], tree)
     chunks = settings.chunks()
     total = len(chunks) * e_total
     sums = {"loss": np.zeros((e_total, n), np.float32), "corr": np.zeros((e_total, n), np.float32),
@@ -279,8 +339,10 @@ def train_trials(
         else:
             states = init(keys, shape)
             rec_c = _chunk_record(n, len(trials))
+        states = to_mesh(states)
         for e in range(e_start, e_total):
-            states, mean_loss, rec = epoch_fn(states, ekeys[:, e], x, y)
+            states, mean_loss, rec = epoch_fn(states, to_mesh(ekeys[:, e]), x, y)
+            mean_loss, rec = own((mean_loss, rec), len(trials))
             loss_e, corr_e, el2n_e = (np.asarray(a) for a in rec)
             if not np.all(np.isfinite(loss_e)):
                 raise FloatingPointError(
@@ -305,7 +367,7 @@ def train_trials(
             if checkpointer is not None and (step == total or (checkpoint_every and step % checkpoint_every == 0)):
                 payload: dict = {"sums": sums}
                 if step % e_total:
-                    payload["chunk"] = {"states": states, **rec_c}
+                    payload["chunk"] = {"states": own(states, len(trials)), **rec_c}
                 if first is not None:
                     payload["first"] = first
                 checkpointer.save(step, payload)

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from gold import parallel
 from gold import rng
 from gold import workdir as gwork
 from gold.checkpoint import Checkpointer
@@ -177,9 +178,12 @@ def compute_utility(
     ts = train_settings(settings, trials)
     settings["trials"] = ts.trials  # feature indicators train trial 0 only
     need_features = indicator in FEATURE_FAMILY or bool(settings["save_features"])
+    # the trials of a chunk split along the mesh's model axis (config.mesh; auto: all devices)
+    mesh = parallel.mesh_from_config(config if config is not None else {}, prefer="model",
+                                     max_size={"model": max(len(c) for c in ts.chunks())})
     stats = gloss.train_trials(model, dataset.x_train, labels, rng.substream(key, "utility.trials"), ts,
                                log=log, keep_first=need_features, checkpointer=checkpointer,
-                               checkpoint_every=checkpoint_every)
+                               checkpoint_every=checkpoint_every, mesh=mesh)
     extras: dict[str, np.ndarray] = {}
     feats = None
     if need_features:
