@@ -20,6 +20,7 @@ with ``ids`` = the stable sample ids, saved as ``utility.npz`` in ``workdir``.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, Optional
@@ -38,9 +39,16 @@ CURVE = "curve.f32"
 SCORE_BLOCK = 65536  # columns smoothed at a time
 
 
-def _train_fn(model: Any, tx: Any, trials: int, mode: str, mean: np.ndarray, std: np.ndarray):
-    """Jitted ``(states, x uint8 [B, ...], y [B]) -> (states, losses [T, B])``: one step of
-    every trial on the same (normalised on the device) batch."""
+@functools.lru_cache(maxsize=8)
+def _programs(model: Any, settings: TrainSettings, shape: tuple[int, ...], mean: tuple, std: tuple):
+    """(tx, train) for a model and settings, cached so that a resumed or repeated run in
+    the same process reuses the compiled program.
+
+    ``train(states, x uint8 [B, ...], y [B]) -> (states,
+    losses [T, B])``: one step of every trial on the same batch, normalised on the device.
+    """
+    tx = settings.optimizer_fn()
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
     def one(state, x, y):
         state, losses, _ = gnn.train_step(model, tx, state, x, y)
@@ -48,12 +56,12 @@ def _train_fn(model: Any, tx: Any, trials: int, mode: str, mean: np.ndarray, std
 
     def run(states, x, y):
         x = (x.astype(jnp.float32) / 255.0 - mean) / std
-        if resolve_trial_mode(mode) == "vmap":
+        if resolve_trial_mode(settings.trial_mode) == "vmap":
             return jax.vmap(one, in_axes=(0, None, None))(states, x, y)
-        outs = [one(jax.tree.map(lambda a: a[t], states), x, y) for t in range(trials)]
+        outs = [one(jax.tree.map(lambda a: a[t], states), x, y) for t in range(settings.trials)]
         return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
-    return jax.jit(run, donate_argnums=(0,))
+    return tx, jax.jit(run, donate_argnums=(0,))
 
 
 def stream_loss_utility(model: Any, source: Any, kept_ids: Optional[np.ndarray], key: jax.Array,
@@ -87,10 +95,9 @@ def stream_loss_utility(model: Any, source: Any, kept_ids: Optional[np.ndarray],
     n, e_total, b = len(positions), settings.epochs, min(settings.batch_size, len(positions))
     column = np.empty(len(source), np.int64)
     column[positions] = np.arange(n)
-    tx = settings.optimizer_fn()
+    tx, train = _programs(model, settings, tuple(source.shape), tuple(float(m) for m in mean),
+                          tuple(float(v) for v in std))
     states = init_states(model, tx, trial_keys(key, range(settings.trials)), tuple(source.shape))
-    train = _train_fn(model, tx, settings.trials, settings.trial_mode,
-                      np.asarray(mean, np.float32), np.asarray(std, np.float32))
     path = os.path.join(workdir, CURVE)
     curve = np.memmap(path, np.float32, "r+" if os.path.exists(path) else "w+", shape=(e_total, n))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))

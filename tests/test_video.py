@@ -1,0 +1,114 @@
+"""Video: the ConvNet+GRU model, DM and the MTT objective on clips, the loss indicator on a
+streamed clip folder (generated tiny clips)."""
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gold import models as gmodels
+from gold import nn as gnn
+from gold.configs import dm as dm_config
+from gold.data import stream as gs
+from gold.distill import common
+from gold.distill import mtt
+from gold.distill import registry
+from gold.distill.unroll import flat_apply_fn
+from gold.utility import loss as gloss
+from gold.utility.streamed import stream_loss_utility
+
+K, T, HW = 3, 4, 8
+CLIP = (T, HW, HW, 3)
+
+
+def _model(**kw):
+    return gmodels.get_model("convnet_gru", K, CLIP, width=4, depth=1, **kw)
+
+
+def test_param_count_and_forward_match_a_numpy_gru():
+    w, h = 4, 5
+    model = _model(hidden=h)
+    v = gnn.init_variables(model, jax.random.key(0), CLIP)
+    f = (HW // 2) ** 2 * w  # one conv block + pool: 4x4x4 features per frame
+    conv = 3 * 3 * 3 * w + w + 2 * w  # conv kernel, bias, instance-norm scale/bias
+    gru = 3 * (f * h + h) + 3 * h * h + h  # input kernels+biases, recurrent kernels, hn bias
+    assert gnn.count_params(v) == conv + gru + (h * K + K)
+    x = jax.random.normal(jax.random.key(1), (2, *CLIP))
+    feats = np.asarray(model.apply(v, x, method=model.frame_features))
+    assert feats.shape == (2, T, f)
+    p = {k: {n: np.asarray(a) for n, a in d.items()} for k, d in v["params"]["gru"]["cell"].items()}
+    sig = lambda a: 1 / (1 + np.exp(-a))
+    state = np.zeros((2, h))
+    for t in range(T):
+        xt = feats[:, t]
+        r = sig(xt @ p["ir"]["kernel"] + p["ir"]["bias"] + state @ p["hr"]["kernel"])
+        z = sig(xt @ p["iz"]["kernel"] + p["iz"]["bias"] + state @ p["hz"]["kernel"])
+        n = np.tanh(xt @ p["in"]["kernel"] + p["in"]["bias"] + r * (state @ p["hn"]["kernel"] + p["hn"]["bias"]))
+        state = (1 - z) * n + z * state
+    np.testing.assert_allclose(model.apply(v, x, method=model.embed), state, rtol=1e-4, atol=1e-5)
+    logits = model.apply(v, x)
+    np.testing.assert_allclose(logits, state @ np.asarray(v["params"]["head"]["kernel"])
+                               + np.asarray(v["params"]["head"]["bias"]), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(T, H, W, C\) clips"):
+        gmodels.get_model("convnet_gru", K, (HW, HW, 3))
+
+
+def _real_clips(per_class=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(K * per_class, *CLIP)).astype(np.float32) + np.repeat(np.arange(K), per_class)[:, None, None, None, None]
+    return common.make_real_data(x, np.repeat(np.arange(K), per_class), K, 4)
+
+
+def test_dm_step_on_clips_lowers_its_loss():
+    config = dm_config.get_config("kinetics400")
+    config.model.name, config.model.width, config.model.depth = "convnet_gru", 4, 1
+    config.dsa_strategy, config.ipc, config.batch_real = "none", 1, 4
+    real = _real_clips()
+    algo = registry.build(config, real)
+    state = algo.init(jax.random.key(0), real)
+    assert algo.synthetic(state).x.shape == (K, *CLIP)
+    step = jax.jit(algo.step)
+    key = jax.random.key(4)  # the same network and real batch before and after the update
+    s1, m0 = step(state, key, real)
+    _, m1 = step(s1, key, real)
+    assert float(m1["loss"]) < float(m0["loss"])
+
+
+def test_mtt_objective_on_clips_lowers_its_loss():
+    real = _real_clips()
+    model = _model()
+    apply, num_params = flat_apply_fn(model, CLIP)
+    theta0 = jax.flatten_util.ravel_pytree(gnn.init_variables(model, jax.random.key(0), CLIP)["params"])[0]
+    steps, lr = 2, jnp.float32(0.1)
+    idx = mtt.minibatch_indices(jax.random.key(1), real.num_real, 6, steps)
+    keys = jax.random.split(jax.random.key(2), steps)
+    target, _ = jax.jit(mtt.student_end, static_argnums=0, static_argnames="dsa_strategy")(apply, real.x, real.y, lr, theta0, idx, keys, dsa_strategy="none")
+    x_syn = real.x[:: 4] + 0.5 * jax.random.normal(jax.random.key(3), (K, *CLIP))
+    y_syn = jnp.arange(K)
+    syn_idx = mtt.minibatch_indices(jax.random.key(4), K, K, steps)
+
+    def loss(x):
+        end, _ = mtt.student_end(apply, x, y_syn, lr, theta0, syn_idx, keys, dsa_strategy="none")
+        return mtt.matching_loss(end, theta0, target)
+
+    l0, g = jax.jit(jax.value_and_grad(loss))(x_syn)
+    l1 = jax.jit(loss)(x_syn - 0.5 * g / jnp.linalg.norm(g))
+    assert num_params == theta0.shape[0] and float(l1) < float(l0)
+
+
+def test_loss_indicator_on_a_streamed_clip_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in range(K):
+        (tmp_path / "train" / f"c{c}").mkdir(parents=True)
+        for j in range(4):
+            np.save(tmp_path / "train" / f"c{c}" / f"{j}.npy", rng.integers(0, 256, (6, 12, 12, 3), dtype=np.uint8))
+    src = gs.VideoFolderSource(tmp_path, frames=T, size=HW, cache_dir=tmp_path / "cache")
+    kept = np.arange(0, 12, 2)
+    s = gloss.TrainSettings(trials=2, epochs=2, lr=1e-2, batch_size=4, trial_mode="unroll")
+    u = stream_loss_utility(_model(), src, kept, jax.random.key(0), s, workdir=str(tmp_path / "u"),
+                            mean=(0.5,) * 3, std=(0.25,) * 3, dataset="kinetics400", sigma=0.0)
+    np.testing.assert_array_equal(u.ids, kept)
+    np.testing.assert_array_equal(u.labels, kept // 4)
+    assert np.all(np.isfinite(u.scores)) and np.all(u.scores < 0) and len(set(u.scores.tolist())) == 6
+    assert src.decoded == 6  # only kept clips were ever decoded, each once (decode cache)
