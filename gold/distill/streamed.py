@@ -98,8 +98,9 @@ def distill_stream(config: Any, source: Any, kept_ids: Optional[np.ndarray], *, 
 
     Args:
       config: a distillation config (``configs/<algo>.py``): algorithm, settings, model,
-        ``seed``, ``batch_real`` (samples per class per step) and ``data.name`` (for the
-        normalisation statistics of the registry).
+        ``seed``, ``batch_real`` (samples per class per step, halved by the paper's rule
+        while >= twice the largest kept class: ``gold.data.class_batch_size``) and
+        ``data.name`` (for the normalisation statistics of the registry).
       source: a ``gold.data.stream`` source; kept_ids: the selection (None = all).
       iterations: total steps (a resumed run runs the remaining ones).
       classes: global class ids of this group (None = all classes).
@@ -117,6 +118,7 @@ def distill_stream(config: Any, source: Any, kept_ids: Optional[np.ndarray], *, 
     shape = tuple(source.shape)
     check_sample_shape(str(config.get("dsa_strategy", "none")), shape)
     plan = gstream.BalancedPlan.build(source, kept_ids, int(config.batch_real), int(config.seed), classes)
+    plan = dataclasses.replace(plan, per_class=gdata.class_batch_size(plan.per_class, [len(g) for g in plan.groups]))
     groups = len(plan.classes)
     batches = gstream.balanced_batches(source, plan, iterations + 1)  # element 0 = the init batch
 

@@ -85,6 +85,11 @@ class CountingSource:
         self.reads.append(int(i))
         return self.source[i]
 
+    def read_many(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The wrapped source's batched read (or one read per position), counted."""
+        self.reads.extend(int(p) for p in positions)
+        return read_rows(self.source, positions)
+
 
 def kept_positions(source: Any, kept_ids: Optional[np.ndarray]) -> np.ndarray:
     """Sorted int64 record positions of the kept sample ids (all positions for None).
@@ -105,11 +110,20 @@ def kept_positions(source: Any, kept_ids: Optional[np.ndarray]) -> np.ndarray:
     return np.sort(pos).astype(np.int64)
 
 
+def read_rows(source: Any, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids int64 [B], labels int32 [B], pixels uint8 [B, *shape])`` at ``positions`` (in
+    order): the source's batched ``read_many`` when it has one, else one read each."""
+    if hasattr(source, "read_many"):
+        return source.read_many(positions)
+    rows = [source[int(p)] for p in positions]
+    return (np.asarray([r[0] for r in rows], np.int64), np.asarray([r[1] for r in rows], np.int32),
+            np.stack([r[2] for r in rows]))
+
+
 def read_batch(source: Any, positions: np.ndarray, mask: np.ndarray) -> Batch:
     """Read the samples at ``positions`` (in order) into one :class:`Batch`."""
-    rows = [source[int(p)] for p in positions]
-    return Batch(np.stack([r[2] for r in rows]), np.asarray([r[1] for r in rows], np.int32),
-                 np.asarray([r[0] for r in rows], np.int64), np.asarray(mask, np.float32))
+    ids, labels, x = read_rows(source, positions)
+    return Batch(x, np.asarray(labels, np.int32), np.asarray(ids, np.int64), np.asarray(mask, np.float32))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -207,4 +221,4 @@ def epoch_batches(source: Any, positions: np.ndarray, seed: int, epoch: int, bat
 
 
 __all__ = ["ArraySource", "BalancedPlan", "Batch", "CountingSource", "balanced_batches", "epoch_batches",
-           "epoch_order", "kept_positions", "read_batch"]
+           "epoch_order", "kept_positions", "read_batch", "read_rows"]

@@ -1,0 +1,181 @@
+"""Streaming benchmark: loader throughput, DM time per iteration and host memory on an
+ImageNet-64-shaped stream of 1,000 classes (generated pixels), against the kept ratio.
+
+Run (2-core CPU sizes; numbers go to bench/notes/stream.md):
+  python bench/bench_stream.py --workdir=/tmp/bench_stream
+  python bench/bench_stream.py --workdir=/tmp/bench_stream --sections=memory
+
+Sections (``--sections``, comma-separated):
+* ``loader``: images/s of class-balanced batches read from array_record shards (grain,
+  1 and 2 read threads), clips/s of a generated clip folder (decode cold vs decode cache).
+* ``dm``: seconds per DM iteration (after the compiling first one) at IPC 1 and 10 for
+  kept ratios 100/30/10 % of ``--per_class`` images per class, the per-class real batch
+  following the paper's halving rule; each run in its own process, with its peak RSS.
+* ``memory``: peak RSS of the same DM run (fixed selection: ``--fixed_kept`` per class) on
+  generated datasets of ``--per_class`` and ``4 x --per_class`` images per class.
+Every measurement prints one JSON line; ``--out`` collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SHAPE = (64, 64, 3)
+
+
+def generate(folder: str, classes: int, per_class: int, seed: int = 0) -> str:
+    """An ImageNet-64-shaped record set of ``classes * per_class`` random images (cached)."""
+    from gold.data import stream as gs
+
+    if os.path.isfile(os.path.join(folder, "index.npz")):
+        return folder
+    rng = np.random.default_rng(seed)
+    n, chunk = classes * per_class, 4096
+
+    def batches():
+        for s in range(0, n, chunk):
+            ids = np.arange(s, min(s + chunk, n))
+            yield ids, ids % classes, rng.integers(0, 256, (len(ids), *SHAPE), dtype=np.uint8)
+
+    gs.write_records(folder, batches(), num_classes=classes, name="imagenet64")
+    return folder
+
+
+def kept_ids(labels: np.ndarray, classes: int, per_class: int) -> np.ndarray:
+    """The first ``per_class`` ids of every class (a fixed class-wise selection)."""
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(classes)]))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def loader(args) -> list[dict]:
+    import grain
+
+    from gold.data import stream as gs
+
+    src = gs.RecordSource(generate(os.path.join(args.workdir, f"rec_{args.per_class}"), args.classes,
+                                   args.per_class))
+    out = []
+    for threads in (1, 2):
+        plan = gs.BalancedPlan.build(src, None, 8, seed=threads)
+        ds = gs.balanced_batches(src, plan, args.loader_steps).to_iter_dataset(
+            grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
+        t = time.perf_counter()
+        n = sum(len(b.y) for b in ds)
+        out.append({"what": "loader_images", "threads": threads, "images": n,
+                    "images_per_s": n / (time.perf_counter() - t)})
+    root = os.path.join(args.workdir, "clips")
+    if not os.path.isdir(root):
+        rng = np.random.default_rng(0)
+        for c in range(20):
+            os.makedirs(os.path.join(root, "train", f"c{c:03d}"))
+            for j in range(5):
+                np.save(os.path.join(root, "train", f"c{c:03d}", f"{j}.npy"),
+                        rng.integers(0, 256, (64, 128, 128, 3), dtype=np.uint8))
+    cache = os.path.join(args.workdir, "clip_cache")
+    shutil.rmtree(cache, ignore_errors=True)  # the first pass decodes every clip
+    for label in ("decode", "cache"):
+        clips = gs.VideoFolderSource(root, frames=8, size=64, cache_dir=cache)
+        t = time.perf_counter()
+        for i in range(len(clips)):
+            clips[i]
+        out.append({"what": f"loader_clips_{label}", "clips": len(clips), "raw_clip": [64, 128, 128, 3],
+                    "clips_per_s": len(clips) / (time.perf_counter() - t)})
+    return out
+
+
+def dm_run(args, folder: str, keep: int, ipc: int) -> dict:
+    """One DM run in this process: per-step times and peak RSS."""
+    from gold.configs import dm as dm_config
+    from gold.data import stream as gs
+    from gold.distill import streamed
+
+    src = gs.RecordSource(folder)
+    config = dm_config.get_config("imagenet64")
+    config.model.width, config.model.depth = args.width, args.depth
+    config.ipc, config.dsa_strategy, config.batch_real, config.init = ipc, "none", 256, "real"
+    kept = kept_ids(src.labels, args.classes, keep)
+    stamps = []
+    res = streamed.distill_stream(config, src, kept, iterations=args.steps + 1,
+                                  on_step=lambda t, loss: stamps.append(time.perf_counter()))
+    per_step = np.diff(stamps)
+    import jax
+    from gold import data as gdata
+    return {"kept_per_class": keep, "num_kept": int(len(kept)), "ipc": ipc,
+            "batch_per_class": gdata.class_batch_size(256, [keep]),
+            "seconds_per_iteration": float(np.median(per_step)), "steps_timed": int(len(per_step)),
+            "read_wait_s": res.read_seconds, "peak_rss_mb": peak_rss_mb(),
+            "device": jax.devices()[0].device_kind, "width": args.width, "depth": args.depth}
+
+
+def in_subprocess(args, folder: str, keep: int, ipc: int) -> dict:
+    cmd = [sys.executable, __file__, "--one", f"{folder}:{keep}:{ipc}", f"--classes={args.classes}",
+           f"--width={args.width}", f"--depth={args.depth}", f"--steps={args.steps}", f"--workdir={args.workdir}"]
+    line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    return json.loads(line)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default="/tmp/bench_stream")
+    p.add_argument("--sections", default="loader,dm,memory")
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--per_class", type=int, default=50)
+    p.add_argument("--ratios", default="1,0.3,0.1")
+    p.add_argument("--ipcs", default="1,10")
+    p.add_argument("--steps", type=int, default=2, help="timed DM iterations after the first")
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--loader_steps", type=int, default=20)
+    p.add_argument("--fixed_kept", type=int, default=5)
+    p.add_argument("--out", default="")
+    p.add_argument("--one", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        folder, keep, ipc = args.one.rsplit(":", 2)
+        print(json.dumps(dm_run(args, folder, int(keep), int(ipc))))
+        return
+    os.makedirs(args.workdir, exist_ok=True)
+    rows = []
+
+    def emit(row):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    sections = args.sections.split(",")
+    if "loader" in sections:
+        for row in loader(args):
+            emit(row)
+    if "dm" in sections:
+        folder = generate(os.path.join(args.workdir, f"rec_{args.per_class}"), args.classes, args.per_class)
+        for ratio in (float(r) for r in args.ratios.split(",")):
+            keep = max(1, int(round(ratio * args.per_class)))
+            for ipc in (int(i) for i in args.ipcs.split(",")):
+                if ipc <= keep:
+                    emit({"what": "dm", "ratio": ratio, **in_subprocess(args, folder, keep, ipc)})
+    if "memory" in sections:
+        for per_class in (args.per_class, 4 * args.per_class):
+            folder = generate(os.path.join(args.workdir, f"rec_{per_class}"), args.classes, per_class)
+            emit({"what": "memory", "dataset_images": args.classes * per_class,
+                  **in_subprocess(args, folder, args.fixed_kept, 1)})
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
