@@ -135,7 +135,7 @@ FOUR_DEVICES = textwrap.dedent(r'''
     import json, os, sys, time
     import jax, jax.numpy as jnp, numpy as np
     from gold import data as gdata, evaluate as gev, parallel, rng
-    from gold.configs import dm as dm_config
+    from gold.configs import dc as dc_config, dm as dm_config
     from gold.distill import common, engine, registry, loop
 
     assert jax.device_count() == 4, jax.devices()
@@ -199,6 +199,63 @@ FOUR_DEVICES = textwrap.dedent(r'''
                       "steps": int(p4.steps), "healthy": bool(p4.healthy)}
     out["t_steps"] = time.time() - t0
 
+    def on_mesh(fn, mesh, *args):  # fn as one program per device (the loop's jit site)
+        rep = parallel.replicated(mesh)
+        prog = jax.jit(parallel.replicated_program(fn, mesh, len(args)),
+                       in_shardings=(rep,) * len(args), out_shardings=rep)
+        return prog(*parallel.replicate(args, mesh)), prog.lower(*args).as_text()
+
+    # --- the class axis: DM on 8 classes over class=4, DC on 10 over data=2 x class=2
+    keep = ds.y_train < 8
+    real8 = common.make_real_data(ds.x_train[keep], ds.y_train[keep], 8, 16)
+    split = {}
+    for name, mod, r, req in (("dm", dm_config, real8, {"class": 4}), ("dc", dc_config, real, {"class": 2})):
+        cfg = mod.get_config("digits")
+        cfg.model.name, cfg.model.width, cfg.batch_real, cfg.dsa_strategy = "mlp", 8, 16, "none"
+        if name == "dc":
+            cfg.ipc, cfg.outer_loop, cfg.inner_loop = 2, 2, 1
+        algo = registry.build(cfg, r)
+        state = algo.init(rng.stream(root, "init"), r)
+        cmesh = parallel.make_mesh(req, prefer="class", divides={"class": r.num_classes})
+        st1, m1 = jax.jit(algo.step)(state, skey, r)
+        (st4, m4), text = on_mesh(algo.step, cmesh, state, skey, r)
+        x1 = algo.synthetic(st1).x
+        split[name] = {"x": diff(x1, algo.synthetic(st4).x), "loss": diff(m1["loss"], m4["loss"]),
+                       "moved": diff(x1, algo.synthetic(state).x), "all_gather": "all_gather" in text,
+                       "mesh": [int(cmesh.shape[a]) for a in parallel.AXES]}
+    out["class_split"] = split
+
+    # --- an MTT step (replicated on data=4) on a fake expert buffer
+    import tempfile
+    sys.path.insert(0, "tests")
+    import test_mtt as tm
+    real_m, bdir = tm._real(), tempfile.mkdtemp()
+    cfg = tm._config(bdir, max_start_epoch=2, expert_epochs=1)
+    tm.write_fake_buffer(bdir, real_m, cfg, epochs=3)
+    algo = registry.build(cfg, real_m)
+    state = algo.init(jax.random.key(0), real_m)
+    st1, m1 = jax.jit(algo.step)(state, jax.random.key(5), real_m)
+    (st4, m4), _ = on_mesh(algo.step, dmesh, state, jax.random.key(5), real_m)
+    out["mtt"] = {"x": diff(algo.synthetic(st1).x, algo.synthetic(st4).x),
+                  "lr": diff(algo.synthetic(st1).lr, algo.synthetic(st4).lr),
+                  "loss": diff(m1["loss"], m4["loss"]),
+                  "moved": diff(algo.synthetic(st1).x, algo.synthetic(state).x)}
+
+    # --- one loss-indicator epoch: 3 trials over model=4 (padded to 4) vs one program
+    from gold import config_utils
+    from gold.utility import loss as gloss
+    import ml_collections
+    net = config_utils.build_model(ml_collections.ConfigDict({"name": "mlp", "width": 16}), 10, (8, 8, 1))
+    ts = gloss.TrainSettings(trials=3, epochs=1, batch_size=64, trials_per_chunk=3, trial_mode="vmap")
+    ukey = jax.random.key(3)
+    u1 = gloss.train_trials(net, ds.x_train, ds.y_train, ukey, ts, keep_first=False)
+    umesh = parallel.make_mesh({"model": 4}, prefer="model")
+    u4 = gloss.train_trials(net, ds.x_train, ds.y_train, ukey, ts, keep_first=False, mesh=umesh)
+    out["utility"] = {f: diff(getattr(u1, f), getattr(u4, f))
+                      for f in ("loss_curve", "el2n_curve", "correct_curve", "train_loss")}
+    out["utility"]["mean_loss"] = float(np.mean(u1.loss_curve))
+    out["t_more"] = time.time() - t0
+
     # --- the run loop on 4 devices (the tiny config of the test's workdir)
     if len(sys.argv) > 1:
         cfg = dm_config.get_config("digits")
@@ -251,6 +308,30 @@ def test_distill_under_the_mesh_equals_one_device(four_devices):
     d = four_devices[0]["distill"]
     assert d["steps"] == 3 and d["healthy"]
     assert d["x"] <= 1e-5 and d["loss"] <= 1e-5, d
+
+
+def test_class_split_dc_and_dm_steps_equal_one_device(four_devices):
+    """DM's 8 classes over class=4 and DC's 10 over data=2 x class=2: each device loops
+    over its classes, the results are all-gathered; the same numbers."""
+    split = four_devices[0]["class_split"]
+    assert split["dm"]["mesh"] == [1, 1, 4] and split["dc"]["mesh"] == [2, 1, 2]
+    for name, r in split.items():
+        assert r["all_gather"], name
+        assert r["moved"] > 1e-3, (name, r)  # the step did something
+        assert r["x"] <= 1e-5 and r["loss"] <= 1e-5, (name, r)
+
+
+def test_mtt_step_on_four_devices_equals_one_device(four_devices):
+    r = four_devices[0]["mtt"]
+    assert r["moved"] > 0
+    assert r["x"] <= 1e-5 and r["lr"] <= 1e-5 and r["loss"] <= 1e-5, r
+
+
+def test_loss_indicator_epoch_split_along_model_equals_one_program(four_devices):
+    r = four_devices[0]["utility"]
+    assert np.isfinite(r["mean_loss"]) and r["mean_loss"] > 0
+    for name in ("loss_curve", "el2n_curve", "correct_curve", "train_loss"):
+        assert r[name] <= 1e-5, (name, r)
 
 
 def test_run_loop_on_four_devices_equals_one_device(four_devices, tmp_path):
