@@ -147,7 +147,7 @@ def make(s: LinBaSettings, config: Any, real: common.RealData) -> common.Algorit
         x_real, w_real = common.real_all_classes(real_, k_real, real_.batch)
         (loss, inner), grads = grad_fn(state.params, theta0, idx, x_real, w_real)
         params, opt_state = common.apply_update(tx, state.params, state.opt_state, grads)
-        metrics = {"loss": loss, "inner_ce": inner, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "inner_ce": inner, "grad_norm": optax.tree.norm(grads)}
         return state.replace(params=params, opt_state=opt_state), metrics
 
     def synthetic(state: common.DistillState) -> common.Synthetic:
