@@ -235,14 +235,12 @@ class Preset(NamedTuple):
     fields: Callable[[str, int], dict]
 
 
-def _digits_like(dataset: str) -> bool:
-    """Digit datasets, whose classes a horizontal flip changes (no DSA flip)."""
-    return gdata.get_info(dataset).name in ("mnist", "digits", "svhn") if dataset else False
-
-
 def _idc_fields(dataset: str, ipc: int) -> dict:
-    # IDC removes 'cutout' from the DSA strategy when CutMix is on, 'flip' for MNIST / SVHN
-    strategy = "color_crop_scale_rotate" if _digits_like(dataset) else "color_crop_flip_scale_rotate"
+    from gold.config_utils import dsa_strategy  # imports this module
+
+    # IDC's DSA: the dataset's strategy (no flip on digits) without 'cutout' under CutMix
+    groups = (dsa_strategy(dataset) if dataset else gaug.DEFAULT_STRATEGY).split("_")
+    strategy = "_".join(g for g in groups if g != "cutout")
     return dict(epochs=1000, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4,
                 schedule="multistep", lr_decay=0.2, lr_decay_fractions=(2 / 3, 5 / 6),
                 momentum_reset=False, augment="dsa", dsa_strategy=strategy, cutmix=0.5, cutmix_beta=1.0)
