@@ -33,6 +33,8 @@ def tiny_config(name):
     cfg.model.width = 8
     cfg.batch_real = 16
     cfg.eval.num_models, cfg.eval.epochs, cfg.eval.augment = 1, 2, "none"
+    if cfg.eval.get("warmup_epochs"):  # cosine evaluations (the frepo preset): warm-up within the epochs
+        cfg.eval.warmup_epochs = 1
     return cfg
 
 

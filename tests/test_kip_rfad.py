@@ -167,3 +167,35 @@ def test_bad_settings_and_models_are_refused(digits):
         algo_cfg.model.update(cfg_model)
         real = common.make_real_data(digits.x_train, digits.y_train, digits.num_classes, 16)
         registry.build(algo_cfg, real)
+
+
+# ------------------------------------------------------------- configs and labels
+@pytest.mark.parametrize("name", ["kip", "frepo", "rfad"])
+def test_learned_centred_labels_refuse_a_cross_entropy_evaluation(name, digits):
+    cfg = importlib.import_module(f"gold.configs.{name}").get_config("digits,mse")
+    assert cfg.learn_labels and cfg.eval.loss == "mse"
+    cfg.eval.loss = "ce"
+    real = common.make_real_data(digits.x_train, digits.y_train, digits.num_classes, 16)
+    with pytest.raises(ValueError, match="eval.loss=mse"):
+        registry.build(cfg, real)
+
+
+@pytest.mark.parametrize("name", ["kip", "rfad"])
+def test_a_support_set_larger_than_the_kept_data_is_refused(name, digits):
+    with pytest.raises(ValueError, match="larger than the kept data"):
+        build(name, digits, ipc=31, init="noise")
+
+
+def test_config_argument_picks_ipc_evaluation_and_zca():
+    kip_cfg = importlib.import_module("gold.configs.kip")
+    c = kip_cfg.get_config("cifar10,10")
+    assert (c.ipc, c.learn_labels, c.eval.loss, c.data.zca) == (10, True, "mse", True)
+    assert c.eval.epochs == 2000  # FRePo's eval steps for 100 images, batch 100: 1 step / epoch
+    c = kip_cfg.get_config("mnist,dc")
+    assert (c.ipc, c.learn_labels, c.eval.loss, c.eval.augment, c.data.zca) == (1, False, "ce", "dc_mnist", False)
+    rf = importlib.import_module("gold.configs.rfad").get_config("mnist")
+    assert not rf.learn_labels and rf.eval.loss == "ce"  # RFAD: Platt on fixed labels by default
+    with pytest.raises(ValueError, match="expected"):
+        kip_cfg.get_config("mnist,1,2")
+    with pytest.raises(ValueError, match="expected"):
+        kip_cfg.get_config("mnist,xent")

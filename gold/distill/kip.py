@@ -30,7 +30,9 @@ shifted CPU convolution of ``gold.models.conv`` is reverse-mode only and the ker
 needs ``jax.jvp``. The evaluation networks keep ``config.model`` as it is.
 
 Learned labels are stored (``synthetic.npz``) as learned: centred one-hot at the start
-(``[M, K]`` floats, negative entries included).
+(``[M, K]`` floats, negative entries included); they are evaluated with the MSE
+protocol (``eval.loss='mse'``), and a cross-entropy evaluation of them is refused when
+the algorithm is built (:func:`check_label_evaluation`).
 """
 
 from __future__ import annotations
@@ -149,8 +151,8 @@ class KIPSettings(common.BaseSettings):
     iterations: int = setting(1000, "KIP iterations (0 = evaluate the initial set)")
     init: str = setting("real", "initial support images: real (random kept images) | noise")
     lr_img: float = setting(0.04, "Adam learning rate of the support images (paper: 0.04 CIFAR-10, 0.01 MNIST)")
-    learn_labels: bool = setting(False, "learn the support labels (the paper's KIP-NN does; its centred "
-                                        "labels need an MSE evaluation, which gold does not have yet)")
+    learn_labels: bool = setting(True, "learn the support labels (the paper's KIP-NN does; centred "
+                                       "labels need the MSE evaluation, eval.loss='mse')")
     lr_labels: float = setting(0.04, "Adam learning rate of the learned labels (paper: same as the images)")
     center_labels: bool = setting(True, "mean-centred one-hot labels (one_hot - 1/K), support and targets")
     reg: float = setting(krr.DEFAULT_REG, "KRR regulariser: lambda = reg * trace(K_ss) / S (colab 1e-6)")
@@ -204,11 +206,25 @@ def real_targets(real: common.RealData, key: jax.Array, per_class: int):
     return x, y, w
 
 
+def check_label_evaluation(config: Any, learn_labels: bool, center: bool) -> None:
+    """ValueError, before any distillation, when learned centred labels (negative
+    entries) would be evaluated with a cross-entropy protocol: such labels need the
+    MSE evaluation (``config.eval.loss='mse'``, e.g. the ``frepo`` preset)."""
+    loss = str(config.get("eval", {}).get("loss", "ce"))
+    if learn_labels and center and loss != "mse":
+        raise ValueError(
+            f"learn_labels=True learns centred soft labels (negative entries), but config.eval.loss="
+            f"{loss!r} trains the evaluation networks with cross-entropy on them; evaluate with "
+            f"--config.eval.loss=mse (the configs' label-learning evaluation) or set learn_labels=False")
+
+
 @registry.register("kip", KIPSettings)
 def make(s: KIPSettings, config: Any, real: common.RealData) -> common.Algorithm:
     """KIP-NN on ``real`` (``configs/kip.py``)."""
     k = real.num_classes
     shape = real.image_shape
+    krr.check_support_size(real, s.ipc)
+    check_label_evaluation(config, s.learn_labels, s.center_labels)
     model = kernel_model(config, k, shape)
     spec = common.SyntheticSpec(common.Pixels(k, s.ipc, shape), k, learn_labels=s.learn_labels)
     tx = spec.optimizer(images=optax.adam(s.lr_img),
@@ -252,6 +268,6 @@ def make(s: KIPSettings, config: Any, real: common.RealData) -> common.Algorithm
     return common.Algorithm("kip", init, step, synthetic, settings)
 
 
-__all__ = ["KIPSettings", "WEIGHT_INITS", "empirical_ntk", "gaussian_params", "init_labels", "kernel_model",
-           "make", "ntk_from_jacobians", "ntk_with_jacobian", "real_targets", "support_and_target_ntk",
-           "support_jacobian", "support_targets"]
+__all__ = ["KIPSettings", "WEIGHT_INITS", "check_label_evaluation", "empirical_ntk", "gaussian_params",
+           "init_labels", "kernel_model", "make", "ntk_from_jacobians", "ntk_with_jacobian", "real_targets",
+           "support_and_target_ntk", "support_jacobian", "support_targets"]

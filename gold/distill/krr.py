@@ -166,6 +166,18 @@ def one_hot_targets(labels: jax.Array, num_classes: int, center: bool = False,
 
 
 # ------------------------------------------------------------------- diagnostics
+def check_support_size(real, ipc: int) -> None:
+    """ValueError when the support set (``ipc`` per class) is larger than what a class
+    keeps after selection: KRR would regress the real data on more support points
+    than there are data. ``real``: ``gold.distill.common.RealData``."""
+    counts = np.asarray(real.class_counts())
+    small = [c for c, n in enumerate(counts) if n < ipc]
+    if small:
+        raise ValueError(
+            f"the support set ({ipc} per class) is larger than the kept data of class(es) {small} "
+            f"({[int(counts[c]) for c in small]} samples); lower ipc or raise selection.ratio")
+
+
 def check_kernel(k_ss, reg: float = DEFAULT_REG, name: str = "reg") -> dict:
     """Host check of a support kernel: finite, symmetric, positive definite after
     the ridge. Returns ``{'min_eig', 'max_eig', 'ridge', 'condition'}`` (float64).
@@ -198,4 +210,5 @@ def check_kernel(k_ss, reg: float = DEFAULT_REG, name: str = "reg") -> dict:
 
 
 __all__ = ["DEFAULT_JITTER", "DEFAULT_REG", "KRRInfo", "KernelError", "accuracy", "check_kernel",
+           "check_support_size",
            "krr_predict", "krr_solve", "mse_loss", "one_hot_targets", "platt_loss", "ridge"]

@@ -159,6 +159,8 @@ def make(s: RFADSettings, config: Any, real: common.RealData) -> common.Algorith
     """
     k = real.num_classes
     shape = real.image_shape
+    krr.check_support_size(real, s.ipc)
+    kip.check_label_evaluation(config, s.learn_labels, s.center_labels)
     model = feature_model(config, s, k, shape)
     spec = common.SyntheticSpec(common.Pixels(k, s.ipc, shape), k, learn_labels=s.learn_labels)
     transforms = {"images": _optimizer(s.optimizer, s.lr_img)}
