@@ -71,6 +71,7 @@ def base(dataset: str, algorithm: str, settings_cls: type) -> ml_collections.Con
     config.max_abs_ratio = 1000.0  # stop when a synthetic pixel exceeds this x the largest real one
     # devices per mesh axis (gold.parallel); 0 = auto: all devices on the axis each use prefers
     config.mesh = ml_collections.ConfigDict({"data": 0, "model": 0, "class": 0})
+    config.class_groups = 0  # > 0: distil this many class groups apart and merge (DM; class_split)
     config.update(gsettings.to_config(settings_cls))
     if "dsa_strategy" in config:
         config.dsa_strategy = config_utils.dsa_strategy(dataset)

@@ -67,8 +67,10 @@ SHARED: dict[str, str] = {
     "checkpoint_every": "iterations (epochs for train / utility) between checkpoints",
     "log_every": "iterations between log lines / metrics.csv rows",
     "mesh.data": "devices along the data axis (0 = auto; > 1 refused: nothing split along it yet)",
-    "mesh.model": "devices along the model axis (the K evaluation networks; 0 = auto)",
-    "mesh.class": "devices along the class axis (0 = auto; > 1 refused: nothing split along it yet)",
+    "mesh.model": "devices along the model axis (the K evaluation networks, the utility trials; 0 = auto)",
+    "mesh.class": "devices along the class axis (DC/DSA/DM's per-class loop; a divisor of K; 0 = auto)",
+    "class_groups": "> 0: distil this many disjoint class groups one after another and merge "
+                    "(DM only; gold.distill.class_split); 0 = one joint run",
 }
 
 # Utility-indicator settings (configs/utility.py top level; selection.utility.* of the

@@ -140,9 +140,10 @@ def chunk_end(done: int, iterations: int, *cadences: int) -> int:
     return min(e for e in ends if e > done)
 
 
-def run(config: Any, workdir: str) -> dict:
+def run(config: Any, workdir: str, dataset: Optional[gdata.Dataset] = None) -> dict:
     """Distil ``config.data`` with ``config.algorithm``; write the artifacts; return
-    ``result.json``'s content.
+    ``result.json``'s content. ``dataset``: the data to distil instead of loading
+    ``config.data`` (``gold.distill.class_split`` passes one class group's samples).
 
     Result keys: ``accuracy_mean``, ``accuracy_std`` (percent over ``eval.num_models``
     networks), ``accuracies``, ``num_real`` (kept real samples), ``seconds`` (wall time
@@ -158,6 +159,9 @@ def run(config: Any, workdir: str) -> dict:
     """
     start = time.time()
     registry.read_settings(config)  # fail fast on a bad name or setting
+    if int(config.get("class_groups", 0) or 0):
+        raise ValueError(f"class_groups={config.class_groups} is a class-split run: "
+                         f"gold.distill.class_split.run (launch/distill.py dispatches it)")
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     check_resumable(workdir, config)
@@ -169,7 +173,7 @@ def run(config: Any, workdir: str) -> dict:
 
     # --- data and selection ------------------------------------------------------
     root = rng.root(int(config.seed))
-    ds = load_data(config.data)
+    ds = load_data(config.data) if dataset is None else dataset
     kept = select_real(config, ds, root, workdir)
     sel_path = os.path.join(workdir, "selection.npz")
     if os.path.exists(sel_path):
