@@ -44,7 +44,7 @@ def compiled_memory(dataset: str, width: int, steps: int, remat: bool, batch_rea
     compiled = jax.jit(algo.step).lower(state, jax.random.key(1), real).compile()
     mem = compiled.memory_analysis()
     return {"remat": remat, "steps": steps, "width": width, "dataset": dataset,
-            "rows": algo.settings["rows"], "minibatch_rows": algo.settings["minibatch_rows"],
+            "rows": algo.settings["images_per_class"], "minibatch_rows": algo.settings["minibatch_rows"],
             "temp_mb": mem.temp_size_in_bytes / 2**20, "argument_mb": mem.argument_size_in_bytes / 2**20,
             "output_mb": mem.output_size_in_bytes / 2**20, "compile_s": round(time.time() - t0, 1)}
 

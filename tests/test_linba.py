@@ -127,7 +127,7 @@ def test_step_lowers_its_own_loss(digits_algo):
     """Same key twice: the same fresh network, minibatches and real batch, so the
     second loss is the first one's after one clipped SGD step on A and B."""
     algo, real = digits_algo
-    assert algo.settings["rows"] == 2 and algo.settings["storage_per_class"] <= 64
+    assert algo.settings["images_per_class"] == 2 and algo.settings["storage_per_class"] <= 64
     step = jax.jit(algo.step)
     state = algo.init(rng.root(0), real)
     key = rng.root(5)

@@ -17,7 +17,8 @@ reference iteration (``for it in range(Iteration)``):
       goes into a window of the last ``window`` (10) values; once the window is full and
       its range (max - min) is below ``stall`` (ref ``lambda_1`` 0.04) the iteration ends
       ("stop inner image steps when accuracy stalls");
-   c. otherwise the network trains epochs of SGD (``lr_net`` 0.01, batch ``batch_train``;
+   c. otherwise (and unless the bound ``max_image_steps`` ends the iteration here) the
+      network trains epochs of SGD (``lr_net`` 0.01, batch ``batch_train``;
       per-sample DSA in the DSA variant) on the synthetic set, measuring the real
       accuracy after each into a fresh window, until a full window's range exceeds
       ``move`` (ref ``lambda_2`` 0.03) ("train the net until real accuracy moves"); then
@@ -263,8 +264,9 @@ def make(s: CAFESettings, config: Any, real: common.RealData) -> common.Algorith
             st, parts = common.image_gradient_step(tx, spec, st, image_grad)
             acc = real_accuracy(net.variables, real_, k_acc)
             window = window.push(acc)
+            last = jnp.logical_or(window.spread() < s.stall, steps + 1 >= s.max_image_steps)
             net, more = jax.lax.cond(
-                window.spread() < s.stall, lambda n: (n, jnp.int32(0)),
+                last, lambda n: (n, jnp.int32(0)),
                 lambda n: train_until_moves(n, spec.images_of(st.params), real_, k_net_train), net)
             return st, net, window, steps + 1, epochs + more, sums + parts, acc
 

@@ -153,8 +153,8 @@ def make(s: LinBaSettings, config: Any, real: common.RealData) -> common.Algorit
     def synthetic(state: common.DistillState) -> common.Synthetic:
         return spec.decode(state.params)
 
-    settings = {**dataclasses.asdict(s), "algorithm": "linba", "rows": rows, "minibatch_rows": batch,
-                "batch_real": real.batch, "num_params": num_params,
+    settings = {**dataclasses.asdict(s), "algorithm": "linba", "images_per_class": rows,
+                "minibatch_rows": batch, "batch_real": real.batch, "num_params": num_params,
                 "storage_per_class": images.storage_per_class(),
                 "pixel_budget_per_class": s.ipc * math.prod(shape)}
     return common.Algorithm("linba", init, step, synthetic, settings)
