@@ -14,9 +14,10 @@ Hyper-parameters are declared once in `gold.distill.cafe.CAFESettings` (ref `dis
 defaults: 2000 iterations, noise init, images by SGD lr 0.1 momentum 0.5 halved at
 1200 / 1600 / 1800, network SGD lr 0.01 batch 256, layer weights 0.1 / 0.1 / 1 / 1,
 discrimination weight 0.01, stall / move thresholds 0.04 / 0.03 over windows of 10
-real-accuracy measurements on 128 images per class). Evaluation (ref): 600 epochs
-without augmentation, 1000 with DSA (the DSA variant) or with the DC reference's MNIST
-crop / scale / rotate (MNIST-like data: `get_daparam` turns it on for MNIST).
+real-accuracy measurements on 128 images per class). Evaluation (ref; presets `cafe`,
+`cafe_dsa`): the DC evaluation for 600 epochs without augmentation, 1000 with DSA (the
+DSA variant) or with the DC reference's MNIST crop / scale / rotate (MNIST-like data:
+`get_daparam` turns it on for MNIST).
 """
 
 import ml_collections
@@ -34,12 +35,12 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
         raise ValueError(f"unknown CAFE variant {variant!r}; use 'dataset' or 'dataset,dsa'")
     config = dc.base(dataset, "cafe", cafe_algorithm.CAFESettings)
     if variant == "dsa":
-        config.eval = common.evaluation(dataset, augment="dsa", epochs=1000)
+        config.eval = common.evaluation(dataset, preset="cafe_dsa")
     else:
         config.dsa_strategy = "none"
-        config.eval = common.reference_evaluation(dataset)
-        if not common.mnist_like(dataset):
-            config.eval.epochs = 600
+        config.eval = common.evaluation(dataset, preset="cafe")
+        if common.mnist_like(dataset):  # ref get_daparam: crop / scale / rotate, 1000 epochs
+            config.eval.augment, config.eval.epochs = "dc_mnist", 1000
     if dataset == "digits":  # embedded 8x8 digits: tiny windows keep a step to seconds
         config.acc_batch_per_class, config.window = 32, 3
         config.max_image_steps, config.max_net_epochs = 10, 10

@@ -16,8 +16,8 @@ Hyper-parameters are declared once in `gold.distill.linba.LinBaSettings` (ref RE
 command for bases and its yml: 150 unrolled SGD steps, lr 0.01, momentum 0.9, 32 rows
 per class per step; bases and coefficients by SGD lr 0.1 momentum 0.5, gradient
 global-norm clip 2; xavier-uniform init; real batch of 64 per class). Evaluation (ref
-`tools/evaluator.py`, `trainer.py`): 300 epochs, batch 640, SGD lr 0.01 momentum 0.9,
-no weight decay, no augmentation.
+`tools/evaluator.py`, `trainer.py`; the `linba` evaluation preset): 300 epochs, batch 640,
+SGD lr 0.01 momentum 0.9, constant lr, no weight decay, no augmentation.
 """
 
 import ml_collections
@@ -33,9 +33,7 @@ def get_config(arg: str = "cifar10") -> ml_collections.ConfigDict:
     dataset, options = common.parse_arg(arg, "cifar10")
     config = dc.base(dataset, "linba", linba_algorithm.LinBaSettings)
     config.batch_real = 64  # the reference's generalisation batch per class
-    config.eval = common.evaluation(dataset, augment="none", epochs=300)
-    config.eval.batch_size = 640
-    config.eval.weight_decay = 0.0
+    config.eval = common.evaluation(dataset, preset="linba")
     config.checkpoint_every = 100
     config.log_every = 10
     return common.apply_options(config, options)
