@@ -439,7 +439,7 @@ def _compiled_sharded(protocol: EvalProtocol, num_classes: int, mesh: Mesh):
                        # gold's custom-VJP convolutions do not type varying manual axes; the
                        # body is per-network, so each device's output is its own shard
                        check_vma=False)
-    return jax.jit(fn)
+    return jax.jit(fn, out_shardings=parallel.replicated(mesh))  # every process reads all K
 
 
 def evaluation_mesh(num_models: int, requested=None, devices=None) -> Mesh:
@@ -470,7 +470,7 @@ def train_and_test_on(mesh: Optional[Mesh], protocol: EvalProtocol, num_classes:
     padded = parallel.padded_size(k, shards)
     if padded > k:  # extra networks (copies of the first keys) fill the last shards; dropped
         keys = jnp.concatenate([keys, keys[: padded - k]])
-    keys = jax.device_put(keys, parallel.along(mesh, "model"))
+    keys = parallel.shard_leading(keys, mesh, "model")
     args = parallel.replicate(args, mesh)
     acc = _compiled_sharded(protocol, int(num_classes), mesh)(keys, *args)
     return acc[:k]

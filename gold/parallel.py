@@ -256,9 +256,26 @@ def along(mesh: Mesh, axis: str) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(axis))
 
 
+def put(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree`` placed with ``sharding``: ``jax.device_put`` when this process holds
+    every device of it; on a mesh spanning several processes (hosts) every process
+    passes the same global value and keeps the pieces of its own devices
+    (``jax.make_array_from_callback``; PRNG keys through their key data)."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(leaf):
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(one(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """``tree`` with every leaf replicated on every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """``tree`` with every leaf replicated on every device of ``mesh`` (:func:`put`)."""
+    return put(tree, replicated(mesh))
 
 
 def shard_leading(tree: Any, mesh: Mesh, axis: str) -> Any:
@@ -270,14 +287,14 @@ def shard_leading(tree: Any, mesh: Mesh, axis: str) -> Any:
     """
     n = axis_size(mesh, axis)
 
-    def put(leaf):
+    def place(leaf):
         shape = np.shape(leaf)
         if not shape or shape[0] % n:
             raise ValueError(f"cannot split a leaf of shape {shape} along mesh axis {axis!r} of size "
                              f"{n}: its leading length must be a multiple of {n}")
-        return jax.device_put(leaf, along(mesh, axis))
+        return put(leaf, along(mesh, axis))
 
-    return jax.tree.map(put, tree)
+    return jax.tree.map(place, tree)
 
 
 def shardings_of(tree: Any) -> Any:
@@ -409,5 +426,5 @@ __all__ = ["AXES", "DEFAULT_MESH", "ENV_COORDINATOR", "ENV_NUM_PROCESSES", "ENV_
            "REAL_PLACEMENTS", "SPLIT_AXES", "along", "axis_size", "describe", "describe_memory",
            "device_memory", "distributed_settings", "initialize_distributed", "is_main_process",
            "is_trivial", "make_mesh", "manual_axis_size", "mesh_from_config", "mesh_shape",
-           "padded_size", "place_real", "replicate", "replicated", "replicated_program",
+           "padded_size", "place_real", "put", "replicate", "replicated", "replicated_program",
            "shard_leading", "shardings_of", "split_leading", "split_map"]
