@@ -123,7 +123,6 @@ def scaled_mse(pred: jax.Array, target: jax.Array, weights: jax.Array | None = N
     return pred.shape[-1] * krr.mse_loss(pred, target, weights)
 
 
-
 def init_pool(pool: netpool.NetPoolSpec, key: jax.Array, max_updates: int) -> netpool.NetPool:
     """Every slot filled, ages staggered ``(max_updates // M) * i`` (ref) so the
     resets are spread over time."""
