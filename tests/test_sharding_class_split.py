@@ -17,7 +17,7 @@ from gold.distill import artifacts, class_split, common, registry
 
 def test_class_groups_are_contiguous_and_cover_the_classes():
     groups = class_split.class_groups(10, 3)
-    assert [g.tolist() for g in groups] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert [g.tolist() for g in groups] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
     assert [g.tolist() for g in class_split.class_groups(4, 4)] == [[0], [1], [2], [3]]
     for bad in (0, 11):
         with pytest.raises(ValueError, match=f"class_groups={bad} must be between 1 and the 10"):

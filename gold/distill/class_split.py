@@ -9,7 +9,8 @@ concatenated. ``run(config, workdir)``:
 1. selects the real samples once on the whole dataset (``selection.*``, exactly as the
    joint run; ``selection.npz`` at the top);
 2. cuts the K classes into G contiguous groups (:func:`class_groups`, sizes differing by
-   at most one) and runs the ordinary loop (``gold.distill.loop.run``) on each group's
+   at most one, as the streamed recipe ``gold.distill.streamed.distill_groups`` for data
+   that does not fit in memory) and runs the ordinary loop (``gold.distill.loop.run``) on each group's
    kept samples, relabelled ``0..K_g-1``, in ``workdir/group_<g>/``: its own config,
    checkpoints (resume per group), metrics and synthetic set; a finished group is not
    rerun;
@@ -53,6 +54,7 @@ from gold import workdir as gwork
 from gold.distill import artifacts
 from gold.distill import common
 from gold.distill import loop
+from gold.distill import streamed
 from gold.evaluate import evaluate_synthetic, evaluation_mesh
 
 SPLITTABLE: tuple[str, ...] = ("dm",)
@@ -60,8 +62,8 @@ GROUP_DIR = "group_{}"
 
 
 def class_groups(num_classes: int, groups: int) -> list[np.ndarray]:
-    """The classes ``0..K-1`` cut into ``groups`` contiguous groups (sizes differ by at
-    most one; the first groups are the larger).
+    """The classes ``0..K-1`` in ``groups`` contiguous groups (sizes differ by at most
+    one): the streamed recipe's grouping (``gold.distill.streamed.class_groups``).
 
     Raises:
       ValueError: ``groups`` outside ``[1, K]``.
@@ -69,7 +71,7 @@ def class_groups(num_classes: int, groups: int) -> list[np.ndarray]:
     if not 1 <= int(groups) <= int(num_classes):
         raise ValueError(f"class_groups={groups} must be between 1 and the {num_classes} classes "
                          f"(0 = one joint run)")
-    return [np.asarray(g, np.int64) for g in np.array_split(np.arange(int(num_classes)), int(groups))]
+    return [np.asarray(g, np.int64) for g in streamed.class_groups(int(num_classes), int(groups))]
 
 
 def check_splittable(config: Any, image_shape: tuple[int, ...], num_classes: int) -> None:
