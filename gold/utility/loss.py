@@ -9,7 +9,9 @@ one progress line per epoch and folds each epoch's per-sample record (``[T, N]``
 correctness, EL2N from the forward pass of the minibatch the sample is in, before the
 update) into running sums. Trials are processed in chunks of ``trials_per_chunk`` to
 bound memory; chunking does not change any number (trial ``t`` always uses
-``fold_in(key, t)``).
+``fold_in(key, t)``). On several devices a chunk's trials are split along the mesh's
+``model`` axis (``train_trials(mesh=...)``; ``config.mesh`` in the pipeline), which
+does not change any number either.
 
 Key schedule (identical to :func:`gold.nn.fit_many`): trial ``t`` has
 ``k_t = fold_in(key, t)``, is initialised from ``fold_in(k_t, 0)`` and trains epoch ``e``
