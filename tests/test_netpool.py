@@ -17,7 +17,7 @@ SHAPE = (8, 8, 1)
 
 @pytest.fixture(scope="module")
 def spec():
-    model = gmodels.get_model("convnet", 3, SHAPE, width=4, depth=1, conv_impl="xla")
+    model = gmodels.get_model("mlp", 3, SHAPE, hidden=8)
     return NetPoolSpec(model, gnn.sgd(0.05, 0.9, 5e-4), SHAPE, 3)
 
 
@@ -33,12 +33,17 @@ def jitted(spec, name, **static):
 
 
 def init(spec, key, filled):
-    return jitted(spec, "init", filled=filled)(key)
+    return jitted(spec, "init")(key, jnp.int32(filled))
 
 
 def fresh_slot(spec, key, slot):
-    """The variables that ``push`` / ``reset`` with ``key`` put in ``slot``."""
+    """The variables that ``reset_older_than`` with ``key`` puts in ``slot``."""
     return jax.tree.map(lambda l: l[slot], jitted(spec, "fresh")(jax.random.split(key, spec.size))[0])
+
+
+def pushed(spec, key):
+    """The variables that ``push`` with ``key`` inserts."""
+    return jax.tree.map(lambda l: l[0], jitted(spec, "fresh")(key[None])[0])
 
 
 def first_leaf(tree):
@@ -67,14 +72,14 @@ def test_size_bound_and_fifo_replacement_order(spec):
     assert int(pool.pushes) == 5
     # insertion n sits in slot n mod 3: slots hold insertions 3, 4, 2 (0 and 1, the oldest, left)
     for slot, n in enumerate([3, 4, 2]):
-        np.testing.assert_array_equal(first_leaf(pool.slot(slot)), first_leaf(fresh_slot(spec, keys[n], slot)))
+        np.testing.assert_array_equal(first_leaf(pool.slot(slot)), first_leaf(pushed(spec, keys[n])))
 
 
 def test_init_filled_and_bad_sizes(spec):
     pool = init(spec, jax.random.key(0), 2)
     np.testing.assert_array_equal(np.asarray(pool.valid), [True, True, False])
     assert int(pool.pushes) == 2
-    pool = spec.push(pool, jax.random.key(3))  # fills the empty slot 2
+    pool = jitted(spec, "push")(pool, jax.random.key(3))  # fills the empty slot 2
     np.testing.assert_array_equal(np.asarray(pool.valid), [True, True, True])
     with pytest.raises(ValueError, match="filled must be in"):
         spec.init(jax.random.key(0), filled=4)
@@ -127,7 +132,7 @@ def test_reset_schedule_reinitialises_only_old_slots(spec):
 
 
 def test_sample_draws_uniformly_among_valid_slots_only():
-    model = gmodels.get_model("convnet", 3, SHAPE, width=2, depth=1, conv_impl="xla")
+    model = gmodels.get_model("mlp", 3, SHAPE, hidden=4)
     spec = NetPoolSpec(model, gnn.sgd(0.1, 0.0, 0.0), SHAPE, 6)
     pool = init(spec, jax.random.key(0), 0)
     pool = pool.replace(valid=jnp.array([False, True, False, True, True, False]))
@@ -142,7 +147,7 @@ def test_sample_draws_uniformly_among_valid_slots_only():
 def test_checkpoint_round_trip_restores_the_pool(spec, tmp_path):
     pool = init(spec, jax.random.key(0), 1)
     pool = jitted(spec, "push")(pool, jax.random.key(1))
-    pool = train_fn(spec, 2)(pool, jnp.array([0, 1], jnp.int32), jax.random.key(2))
+    pool = train_fn(spec, 1)(pool, jnp.array([0, 1], jnp.int32), jax.random.key(2))
     tx = common.sgd(0.1, 0.5)
     state = common.DistillState.start({"images": {"x": jnp.ones((3, *SHAPE))}}, tx, extra={"pool": pool})
     ckpt = Checkpointer(str(tmp_path / "ck"))

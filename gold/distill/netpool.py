@@ -120,26 +120,33 @@ class NetPoolSpec:
 
         return jax.vmap(one)(keys)
 
-    def init(self, key: jax.Array, filled: int = 0) -> NetPool:
+    def init(self, key: jax.Array, filled: int | jax.Array = 0) -> NetPool:
         """A pool whose first ``filled`` slots hold fresh networks (``0 <= filled <= M``;
-        the other slots are invalid placeholders of the same shapes).
+        the other slots are invalid placeholders of the same shapes). ``filled`` may be
+        traced.
 
         Raises:
-          ValueError: ``filled`` outside ``[0, M]``.
+          ValueError: a Python int ``filled`` outside ``[0, M]``.
         """
-        if not 0 <= int(filled) <= self.size:
+        if isinstance(filled, int) and not 0 <= filled <= self.size:
             raise ValueError(f"filled must be in [0, {self.size}], got {filled}")
         variables, opt_state = self.fresh(jax.random.split(key, self.size))
         m = self.size
         return NetPool(variables, opt_state, jnp.arange(m) < filled, jnp.zeros(m, jnp.int32),
-                       jnp.zeros(m, jnp.float32), jnp.zeros(m, jnp.float32), jnp.int32(filled))
+                       jnp.zeros(m, jnp.float32), jnp.zeros(m, jnp.float32), jnp.asarray(filled, jnp.int32))
 
     def push(self, pool: NetPool, key: jax.Array) -> NetPool:
-        """Insert a fresh network: slot ``pushes mod M`` (an empty slot while the pool
-        fills, then the oldest insertion: a bounded FIFO queue)."""
+        """Insert a fresh network (``fresh(key[None])``): slot ``pushes mod M`` (an empty
+        slot while the pool fills, then the oldest insertion: a bounded FIFO queue)."""
         i = pool.pushes % self.size
-        mask = jnp.arange(self.size) == i
-        return self._refresh(pool, mask, key).replace(pushes=pool.pushes + 1)
+        variables, opt_state = self.fresh(key[None])  # one network, leaves [1, ...]
+        put = lambda full, one: full.at[i].set(one[0])
+        return pool.replace(
+            variables=jax.tree.map(put, pool.variables, variables),
+            opt_state=jax.tree.map(put, pool.opt_state, opt_state),
+            valid=pool.valid.at[i].set(True), age=pool.age.at[i].set(0),
+            correct=pool.correct.at[i].set(0.0), seen=pool.seen.at[i].set(0.0),
+            pushes=pool.pushes + 1)
 
     def reset_older_than(self, pool: NetPool, key: jax.Array, max_age: int | jax.Array) -> NetPool:
         """Re-initialise every valid slot whose ``age >= max_age`` (FRePo's model reset);
