@@ -10,7 +10,8 @@ Setting (the CPU size of BENCHMARKS.md): real MNIST (the first ``--per-class`` t
 images of every class), ConvNetD3 width ``--width`` (32), each algorithm's own config
 (``configs/<name>.py:mnist,<ipc>``; KIP / FRePo with learned labels) with
 ``batch_real`` = ``--batch-real`` (64) real images per class (KIP: ``--kip-batch-real``,
-20: its step costs ~ S*K forward-mode passes over the real batch), real init.
+20: its step costs ~ S*K forward-mode passes over the real batch; ``kernel_chunk``
+``--kip-chunk``, 10), real init.
 
 Sections:
 
@@ -97,6 +98,8 @@ def main() -> None:
     parser.add_argument("--batch-real", type=int, default=64)
     parser.add_argument("--kip-batch-real", type=int, default=20)
     parser.add_argument("--kip-batches", default="10,20,50,100")
+    parser.add_argument("--kip-chunk", type=int, default=10,
+                        help="KIP's kernel_chunk in the steps section (0 = whole kernel: GBs of memory)")
     parser.add_argument("--per-class", type=int, default=200, help="MNIST training images per class")
     parser.add_argument("--data-dir", default=os.environ.get("GOLD_DATA_DIR", ""))
     parser.add_argument("--json", default="")
@@ -112,6 +115,8 @@ def main() -> None:
             for name in args.methods.split(","):
                 batch = args.kip_batch_real if name == "kip" else args.batch_real
                 cfg = config_for(name, ipc, args.width, batch)
+                if name == "kip":
+                    cfg.kernel_chunk = args.kip_chunk
                 real = common.make_real_data(ds.x_train, ds.y_train, ds.num_classes, batch)
                 reps = 1 if ipc >= 10 and name in ("kip", "dc") else args.reps
                 res = time_step(cfg, real, reps)
