@@ -199,36 +199,35 @@ def test_streamed_loss_utility_matches_a_replay_and_resumes(records, tmp_path):
     src = gs.RecordSource(d)
     kept = ids[ids % 4 != 3]  # 30 samples, batches of 8: the last one has 6
     model = gmodels.get_model("convnet", K, (8, 8, 3), width=4, depth=1)
-    s = gloss.TrainSettings(trials=2, epochs=2, lr=1e-2, batch_size=8, trial_mode="unroll")
+    s = gloss.TrainSettings(trials=2, epochs=1, lr=1e-2, batch_size=8, trial_mode="unroll")
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     key = jax.random.key(3)
     u = stream_loss_utility(model, src, kept, key, s, workdir=str(tmp_path / "a"), mean=mean, std=std,
                             seed=1, sigma=0.0, chunk_batches=2)
     np.testing.assert_array_equal(u.ids, kept)
-    # Replay with gold.nn.train_step: the last epoch's mean-over-trials loss per sample.
+    # Replay with gold.nn.train_step: the mean-over-trials loss of each sample before its update.
     tx = s.optimizer_fn()
+    step = jax.jit(lambda st, xb, yb: gnn.train_step(model, tx, st, xb, yb)[:2])
     states = gloss.init_states(model, tx, gloss.trial_keys(key, range(2)), (8, 8, 3))
+    trials = [jax.tree.map(lambda a, t=t: a[t], states) for t in range(2)]
     pos = gs.kept_positions(src, kept)
     xn = (x.astype(np.float32) / 255 - 0.5) / 0.25
     want = np.zeros(len(x))
-    for e in range(2):
+    for e in range(1):
         order, mask = gs.epoch_order(pos, 1, e, 8)
         for row, m in zip(order, mask):
             row = row[m > 0]
             per_trial = []
             for t in range(2):
-                st = jax.tree.map(lambda a: a[t], states)
-                st, losses, _ = gnn.train_step(model, tx, st, xn[row], y[row].astype(np.int32))
-                states = jax.tree.map(lambda a, b: a.at[t].set(b), states, st)
+                trials[t], losses = step(trials[t], xn[row], y[row].astype(np.int32))
                 per_trial.append(np.asarray(losses))
             want[row] = np.mean(per_trial, 0)
     np.testing.assert_allclose(u.scores, -want[pos], rtol=2e-4, atol=2e-5)
-    # Resume: drop the newest checkpoint (end of the run) and rerun from the one before.
-    b = tmp_path / "b"
-    stream_loss_utility(model, src, kept, key, s, workdir=str(b), mean=mean, std=std, seed=1, sigma=0.0,
-                        chunk_batches=2)
-    steps = sorted(int(p) for p in os.listdir(b / "checkpoints") if p.isdigit())
-    shutil.rmtree(b / "checkpoints" / str(steps[-1]))
-    again = stream_loss_utility(model, src, kept, key, s, workdir=str(b), mean=mean, std=std, seed=1,
-                                sigma=0.0, chunk_batches=2)
+    # Resume: drop the newest checkpoint (the end of the run) and rerun from the one before.
+    a = tmp_path / "a" / "checkpoints"
+    steps = sorted(int(p) for p in os.listdir(a) if p.isdigit())
+    assert steps == [2, 4]  # 4 batches per epoch, a checkpoint every 2 batches, 2 kept
+    shutil.rmtree(a / "4")
+    again = stream_loss_utility(model, src, kept, key, s, workdir=str(tmp_path / "a"), mean=mean, std=std,
+                                seed=1, sigma=0.0, chunk_batches=2)
     np.testing.assert_allclose(again.scores, u.scores, rtol=1e-5, atol=1e-6)

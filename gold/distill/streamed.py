@@ -21,7 +21,9 @@ sets with global labels.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -90,6 +92,35 @@ class StreamResult:
     resumed_from: int
 
 
+_STEPS: "collections.OrderedDict[tuple, Callable]" = collections.OrderedDict()
+_MAX_STEPS = 8
+
+
+def _jitted_step(config: Any, algo: common.Algorithm, groups: int, per_class: int,
+                 shape: tuple[int, ...]) -> Callable:
+    """``jit((state, x uint8, mask) -> (state, loss))``: one step on a streamed batch, the
+    iteration counted. Cached by (config, group size, batch, shape), so that a resumed run,
+    equal-sized class groups and repeated runs in one process compile it once (an
+    algorithm built from the same config on data of the same shapes is the same function).
+    """
+    key = (json.dumps(config.to_dict(), sort_keys=True, default=str), groups, per_class, shape)
+    if key in _STEPS:
+        _STEPS.move_to_end(key)
+        return _STEPS[key]
+    info = gdata.get_info(config.data.name)
+    steps_key = grng.stream(grng.root(int(config.seed)), "steps")
+
+    def step(state, x, mask):
+        real = batch_real_data(x, mask, groups, per_class, info.mean, info.std)
+        state, metrics = algo.step(state, grng.step_key(steps_key, state.iteration), real)
+        return state.replace(iteration=state.iteration + 1), metrics["loss"]
+
+    _STEPS[key] = jax.jit(step)
+    if len(_STEPS) > _MAX_STEPS:
+        _STEPS.popitem(last=False)
+    return _STEPS[key]
+
+
 def distill_stream(config: Any, source: Any, kept_ids: Optional[np.ndarray], *, iterations: int,
                    classes: Optional[Sequence[int]] = None, workdir: Optional[str] = None,
                    checkpoint_every: int = 0, read_threads: int = 2, prefetch: int = 2,
@@ -130,18 +161,12 @@ def distill_stream(config: Any, source: Any, kept_ids: Optional[np.ndarray], *, 
     algo = registry.build(config, real0)
     key = grng.root(int(config.seed))
     state = algo.init(grng.stream(key, "init"), real0)
-    steps_key = grng.stream(key, "steps")
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints")) if workdir else None
     start = (ckpt.latest_step() or 0) if ckpt else 0
     if start:
         state = jax.tree.map(jnp.asarray, ckpt.restore(start, state))
 
-    @jax.jit
-    def step(state, x, mask):
-        real = batch_real_data(x, mask, groups, plan.per_class, info.mean, info.std)
-        state, metrics = algo.step(state, grng.step_key(steps_key, state.iteration), real)
-        return state.replace(iteration=state.iteration + 1), metrics["loss"]
-
+    step = _jitted_step(config, algo, groups, plan.per_class, shape)
     t0, waited, losses = time.perf_counter(), 0.0, []
     stream = iter(batches[start + 1:].to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                                                          prefetch_buffer_size=prefetch)))
