@@ -31,6 +31,7 @@ from gold import config_utils
 from gold import data as gdata
 from gold import rng as grng
 from gold.data import stream as gstream
+from gold.distill import class_split
 from gold.distill import streamed as gdstream
 from gold.selection import policies
 from gold.utility import artifact as gart
@@ -128,6 +129,8 @@ def run(config: Any, workdir: str) -> dict:
     kept = kept_ids(config, source, workdir)
     t_select = time.time() - start
     groups = group_count(config, source.num_classes)
+    if groups > 1:  # splitting classes must not change the method (DM without BatchNorm)
+        class_split.check_splittable(config, tuple(source.shape), source.num_classes)
     x, _ = gdstream.distill_groups(config, source, kept, iterations=int(config.iterations), num_groups=groups,
                                    workdir=os.path.join(workdir, "distill"),
                                    checkpoint_every=int(config.stream.checkpoint_every),
