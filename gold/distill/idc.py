@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +75,26 @@ def conv_kernels_only(path: tuple, leaf: jax.Array) -> bool:
     biases / norm scales (1-D, ``--bias False``) and the classifier (2-D, ``--fc False``)."""
     del path
     return leaf.ndim == 4
+
+
+def matching_loss(logits_fn: Callable[[Any, jax.Array], jax.Array], params: Any, x_real: jax.Array,
+                  mask: jax.Array, x_syn: jax.Array, c: jax.Array | int, metric: str,
+                  prune: Optional[tuple] = None) -> jax.Array:
+    """IDC's per-class matching distance: scalar float32.
+
+    ``metric`` distance (sum reduction) over the conv kernels between the gradient of
+    the mean cross-entropy of the real batch ``x_real [B, ...]`` (mean over its valid
+    entries, ``mask [B]``; with ``prune = (key, keep_ratio, tau, on)`` over the kept
+    entries only, ``dc.real_gradient``) and that of the synthetic images ``x_syn [M, ...]``,
+    all of class ``c``, w.r.t. ``params``; ``logits_fn(params, x) -> [N, K]``.
+    Differentiable w.r.t. ``x_syn``; the real gradient is a constant.
+    """
+    yr = jnp.full((x_real.shape[0],), c, jnp.int32)
+    ys = jnp.full((x_syn.shape[0],), c, jnp.int32)
+    per_sample = lambda p: gnn.per_sample_cross_entropy(logits_fn(p, x_real), yr)
+    g_real, _ = dc.real_gradient(per_sample, params, mask, prune)
+    g_syn = jax.grad(lambda p: jnp.mean(gnn.per_sample_cross_entropy(logits_fn(p, x_syn), ys)))(params)
+    return matching.gradient_distance(g_real, g_syn, metric, leaf_filter=conv_kernels_only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,15 +227,9 @@ def make(s: IDCSettings, config: Any, real: common.RealData) -> common.Algorithm
         if match_dsa:
             p = gaug.sample_dsa_params(k_aug, 1, hw, s.dsa_strategy)
             xr, x_c = gaug.apply_dsa(xr, p), gaug.apply_dsa(x_c, p)
-        params = variables["params"]
-        yr = jnp.full((xr.shape[0],), c, jnp.int32)
-        per_sample = lambda p_: gnn.per_sample_cross_entropy(forward(variables, p_, xr), yr)
         prune = (k_prune, 1.0 - rp.ratio, rp.tau, prune_on) if rp.enabled else None
-        g_real, _ = dc.real_gradient(per_sample, params, mask, prune)
-        ys = jnp.full((x_c.shape[0],), c, jnp.int32)
-        g_syn = jax.grad(
-            lambda p_: jnp.mean(gnn.per_sample_cross_entropy(forward(variables, p_, x_c), ys)))(params)
-        return matching.gradient_distance(g_real, g_syn, s.dis_metric, leaf_filter=conv_kernels_only)
+        logits = lambda params, x: forward(variables, params, x)
+        return matching_loss(logits, variables["params"], xr, mask, x_c, c, s.dis_metric, prune)
 
     def class_update(st, variables, real_, prune_on, c, key):
         """One SGD step on the stored pixels from class c's matching loss."""
@@ -290,4 +304,4 @@ def make(s: IDCSettings, config: Any, real: common.RealData) -> common.Algorithm
     return common.Algorithm("idc", init, step, synthetic, settings)
 
 
-__all__ = ["IDCSettings", "conv_kernels_only", "formation_for", "make"]
+__all__ = ["IDCSettings", "conv_kernels_only", "formation_for", "make", "matching_loss"]
