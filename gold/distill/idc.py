@@ -107,7 +107,7 @@ class IDCSettings(common.PixelSGDSettings, common.NetworkTrainingSettings):
                                   "lr_img * ipc / 10 (reference tune_lr_img)")
     dsa_strategy: str = "color_crop_cutout"
     lr_net: float = 0.01
-    momentum_net: float = 0.9
+    momentum_net: float = setting(0.9, "SGD momentum of the network (IDC reference: 0.9)")
     batch_train: int = setting(64, "minibatch of REAL images when training the network")
     weight_decay_net: float = setting(5e-4, "weight decay of the network's SGD")
     factor: int = setting(2, "multi-formation factor f: f x f decoded images per stored image")
