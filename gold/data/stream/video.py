@@ -99,7 +99,8 @@ class VideoFolderSource:
       ids: int64 ``[N]`` stable sample ids (``arange``: listing order).
       labels: int32 ``[N]``.
       classes: class folder names (label order).
-      shape: ``(frames, size, size, C)`` of a decoded clip (C from the first clip).
+      shape: ``(frames, size, size, C)`` of a decoded clip (C from the first clip's
+        ``.npy`` header; 3 for containers).
       decoded: clips decoded so far by this object (cache misses).
     """
 
@@ -127,7 +128,9 @@ class VideoFolderSource:
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.decoded = 0
-        self.shape = (self.frames, self.size, self.size, int(self[0][2].shape[-1]))
+        first = self.paths[0]  # channels without decoding: the .npy header, or RGB for a container
+        channels = np.load(first, mmap_mode="r").shape[-1] if first.suffix.lower() == NPY else 3
+        self.shape = (self.frames, self.size, self.size, int(channels))
 
     @property
     def num_classes(self) -> int:
