@@ -75,6 +75,20 @@ def test_imagenet64_npz_converter(tmp_path):
         gs.convert_imagenet64_npz(tmp_path, tmp_path / "rec2")
 
 
+def test_tfds_converter_on_mock_imagenet_resized(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        gs.convert_tfds("imagenet_resized/64x64", tmp_path, batch=4)
+        tf_source = tfds.data_source("imagenet_resized/64x64", split="train")
+        src = gs.RecordSource(tmp_path)
+        assert len(src) == 6 and src.shape == (64, 64, 3) and src.num_classes == 1000
+        for i in (0, 5):  # across the batch boundary
+            sid, label, px = src[i]
+            assert (sid, label) == (i, tf_source[i]["label"])
+            np.testing.assert_array_equal(px, np.asarray(tf_source[i]["image"]))
+
+
 def test_batches_are_class_balanced_and_read_only_kept_ids(records):
     d, x, y, ids = records
     src = gs.CountingSource(gs.RecordSource(d))

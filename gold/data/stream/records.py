@@ -267,7 +267,7 @@ def convert_tfds(tfds_name: str, out: str | os.PathLike, *, split: str = "train"
 
     def batches():
         for s in range(0, len(source), batch):
-            rows = source.__getitems__(list(range(s, min(s + batch, len(source)))))
+            rows = [source[i] for i in range(s, min(s + batch, len(source)))]
             yield (np.arange(s, s + len(rows), dtype=np.int64), np.asarray([r["label"] for r in rows]),
                    np.stack([np.asarray(r["image"], np.uint8) for r in rows]))
 
