@@ -153,11 +153,9 @@ def distill_stream(config: Any, source: Any, kept_ids: Optional[np.ndarray], *, 
     groups = len(plan.classes)
     batches = gstream.balanced_batches(source, plan, iterations + 1)  # element 0 = the init batch
 
-    def real_of(batch: gstream.Batch) -> common.RealData:
-        return batch_real_data(jnp.asarray(batch.x), jnp.asarray(batch.mask), groups, plan.per_class,
-                               info.mean, info.std)
-
-    real0 = real_of(batches[0])
+    first = batches[0]  # the real init draws from it
+    real0 = batch_real_data(jnp.asarray(first.x), jnp.asarray(first.mask), groups, plan.per_class,
+                            info.mean, info.std)
     algo = registry.build(config, real0)
     key = grng.root(int(config.seed))
     state = algo.init(grng.stream(key, "init"), real0)
@@ -179,8 +177,13 @@ def distill_stream(config: Any, source: Any, kept_ids: Optional[np.ndarray], *, 
         if on_step is not None:
             on_step(t + 1, float(loss))
         if ckpt and (t + 1 == iterations or (checkpoint_every and (t + 1) % checkpoint_every == 0)):
+            if not np.isfinite(float(loss)):  # never checkpoint a diverged state
+                raise FloatingPointError(f"non-finite {config.algorithm} loss at step {t + 1}; lower lr_img "
+                                         f"({config.get('lr_img')})")
             ckpt.save(t + 1, state)
     syn = algo.synthetic(state)
+    if np.ndim(syn.y) != 1:
+        raise ValueError(f"{config.algorithm} learns soft labels; streamed runs merge hard labels only")
     x = np.asarray(syn.x)
     y = np.asarray(plan.classes, np.int32)[np.asarray(syn.y)]
     result = StreamResult(x, y, np.asarray(jnp.stack(losses)) if losses else np.zeros(0, np.float32),
