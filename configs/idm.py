@@ -10,9 +10,11 @@ steps and the queue length with the IPC; `_PER_IPC` below lists its command line
 (datasets without a reference line use CIFAR-10's). Any value can still be overridden
 (`--config.ce_weight=...`).
 
-CPU-sized MNIST run (BENCHMARKS pattern):
+CPU-sized MNIST run (BENCHMARKS pattern; the queue's training is scaled down from
+2 x 10 steps x 256 images per iteration, which dominates the cost on CPU):
   python launch/distill.py --config=configs/idm.py:mnist --workdir=/tmp/idm_cpu \
-      --config.model.width=32 --config.batch_real=64 --config.iterations=1000 \
+      --config.model.width=32 --config.batch_real=64 --config.iterations=200 \
+      --config.batch_train=64 --config.net_train_steps=5 \
       --config.eval.augment=none --config.eval.epochs=300
 
 Hyper-parameters are declared once in `gold.distill.idm.IDMSettings` (reference
