@@ -110,8 +110,8 @@ def digits():
     return gdata.load_dataset("digits", train_per_class=30, test_per_class=5, strict_counts=False)
 
 
-def build(name, digits, **overrides):
-    cfg = importlib.import_module(f"gold.configs.{name}").get_config("digits")
+def build(name, digits, arg="digits", **overrides):
+    cfg = importlib.import_module(f"gold.configs.{name}").get_config(arg)
     cfg.model.width = 8
     cfg.batch_real = 16
     cfg.update(overrides)
@@ -121,7 +121,7 @@ def build(name, digits, **overrides):
 
 @pytest.mark.parametrize("name,overrides", [
     ("kip", dict(lr_img=0.01, lr_labels=0.01)),
-    ("rfad", dict(lr_img=0.01, learn_labels=True, lr_labels=0.01)),
+    ("rfad", dict(arg="digits,mse", lr_img=0.01, lr_labels=0.01)),
     ("rfad", dict(lr_img=0.01, loss="mse")),
 ])
 def test_a_step_lowers_its_own_loss_and_learned_entries_move(name, overrides, digits):
