@@ -28,7 +28,7 @@ setup(
         "tqdm>=4.60,<5",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "nbclient>=0.9,<1", "ipykernel>=6,<8", "nbformat>=5.9,<6"],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "nbclient>=0.9,<1", "ipykernel>=6,<8", "nbformat>=5.9,<6"],
         "tfds": ["tensorflow-datasets>=4.9.4,<5"],
         # gold.data.stream: grain random access over array_record shards; PyAV decodes video
         "stream": ["grain>=0.2.10,<0.3", "array-record>=0.5,<1", "av>=12,<19"],

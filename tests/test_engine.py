@@ -59,7 +59,7 @@ def test_every_algorithm_config_field_is_a_declared_setting_or_a_loop_field():
     cfg = dm_config.get_config("mnist")
     declared = set(gset.docs(registry.get("dm").settings))
     loop_fields = {"algorithm", "data", "model", "seed", "batch_real", "selection", "eval_every",
-                   "checkpoint_every", "log_every", "max_abs_ratio", "eval", "mesh"}
+                   "checkpoint_every", "log_every", "max_abs_ratio", "eval", "mesh", "class_groups"}
     assert set(cfg.keys()) == declared | loop_fields
 
 
