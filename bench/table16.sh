@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Paper Table 16 at CPU size: distillation on loss-kept vs random-kept real data (10% / 30%
+# of each class) and on the full data, for CAFE, LinBa and HaBa (issue 18), MNIST and
+# cifar10_jpeg, IPC 1. Usage:
+#   GOLD_DATA_DIR=../shared/data bash bench/table16.sh OUT DATASET [names...]
+# DATASET: mnist | cifar10_jpeg. Names: <method>_<kept>, method in cafe linba haba,
+# kept in loss10 rand10 loss30 rand30 full; plus "base" (random-real IPC 1, the CAFE /
+# DC evaluation) and "linba_base" (random-real at LinBa's evaluation preset). Default:
+# every loss/random run (12), then base, then the three full runs.
+# Loss scores: UTILITY=path/to/utility.npz (default /tmp/bench_runs/utility_mnist or
+# utility_c10 /utility.npz, launch/utility.py with configs/utility.py:<dataset>).
+# Each run writes OUT/DATASET/<name>/result.json (log: <name>.log); a run finished with
+# the same command is skipped; an interrupted one resumes from its checkpoints, and one
+# with another evaluation or more iterations continues / re-evaluates. HaBa first trains
+# its expert buffer on the same selection (OUT/DATASET/buffer_<kept>).
+# The settings are CPU-sized (bench/notes/cafe_linba.md, bench/notes/haba.md, the
+# Table-16 block of BENCHMARKS.md); every pair loss/random/full uses identical settings.
+# Extra flags for every distillation: EXTRA="--config.x=y" (e.g. shorter runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?output folder}; DATASET=${2:?mnist or cifar10_jpeg}; shift 2
+ALL=""
+for m in cafe linba haba; do for k in loss10 rand10 loss30 rand30; do ALL="$ALL ${m}_$k"; done; done
+ALL="$ALL base cafe_full linba_full haba_full"
+NAMES=${*:-$ALL}
+case $DATASET in
+  mnist) U=${UTILITY:-/tmp/bench_runs/utility_mnist/utility.npz}; MODELS=${MODELS:-3} ;;
+  cifar10_jpeg) U=${UTILITY:-/tmp/bench_runs/utility_c10/utility.npz}; MODELS=${MODELS:-3} ;;
+  *) echo "unknown dataset $DATASET"; exit 2 ;;
+esac
+# lr_hallucinator per dataset: MNIST 0.1 (configs/haba.py); cifar10_jpeg from the
+# stability probe of bench/notes/haba.md.
+HLR=${HABA_LR_HALLUCINATOR:-$([ "$DATASET" = mnist ] && echo 0.1 || echo 1.0)}
+D="nice -n 5 python launch/distill.py"
+EVAL="--config.eval.epochs=${EVAL_EPOCHS:-100} --config.eval.num_models=$MODELS --config.eval.max_test=${MAX_TEST:-2000}"
+W32="--config.model.width=32 --config.batch_real=64 --config.eval.augment=none $EVAL"
+CAFE="--config=configs/cafe.py:$DATASET $W32 --config.iterations=10 --config.init=real \
+  --config.acc_batch_per_class=10 --config.window=5 --config.max_image_steps=10 \
+  --config.max_net_epochs=10 --config.log_every=2 --config.checkpoint_every=5"
+LINBA="--config=configs/linba.py:$DATASET $W32 --config.iterations=15 --config.unroll_steps=10 \
+  --config.minibatch_per_class=10 --config.lr_img=1.0 --config.log_every=5 --config.checkpoint_every=5"
+HABA="--config=configs/haba.py:$DATASET --config.model.width=32 $EVAL --config.iterations=20 \
+  --config.lr_hallucinator=$HLR --config.log_every=5 --config.checkpoint_every=5"
+BUFFER="--config=configs/buffer.py:$DATASET --config.model.width=32 --config.num_experts=2 \
+  --config.epochs=3 --config.experts_per_chunk=1"
+sel() {  # kept -> selection flags
+  case $1 in
+    loss10) echo "--config.selection.indicator=loss --config.selection.ratio=0.1 --config.selection.utility_path=$U" ;;
+    loss30) echo "--config.selection.indicator=loss --config.selection.ratio=0.3 --config.selection.utility_path=$U" ;;
+    rand10) echo "--config.selection.indicator=random --config.selection.ratio=0.1" ;;
+    rand30) echo "--config.selection.indicator=random --config.selection.ratio=0.3" ;;
+    full) echo "" ;;
+  esac
+}
+mkdir -p "$OUT/$DATASET"
+run() {  # name, command...
+  local name=$1; shift
+  local dir="$OUT/$DATASET/$name" cmd="$*"
+  if [ -f "$dir/result.json" ] && [ "$(cat "$dir.cmd" 2>/dev/null)" = "$cmd" ]; then
+    echo "=== $name: done"; return 0; fi  # (a changed command resumes / re-evaluates)
+  echo "=== $name $(date +%T) load $(cut -d' ' -f1 /proc/loadavg)"
+  local t0=$SECONDS
+  "$@" --workdir="$dir" >> "$dir.log" 2>&1 \
+    || { echo "FAILED $name"; tail -5 "$dir.log"; return 0; }
+  echo "$cmd" > "$dir.cmd"
+  echo "    $(tail -1 "$dir.log") [$((SECONDS - t0)) s]"
+}
+for name in $NAMES; do
+  method=${name%%_*}; kept=${name#*_}
+  case $name in
+    base) run base $D --config=configs/dc.py:$DATASET $W32 --config.iterations=0 --config.init=real ;;
+    linba_base) run linba_base $D --config=configs/dc.py:$DATASET $W32 --config.iterations=0 \
+      --config.init=real --config.eval.batch_size=640 --config.eval.weight_decay=0.0 \
+      --config.eval.momentum_reset=False --config.eval.schedule=constant ;;
+    cafe_*) run "$name" $D $CAFE $(sel "$kept") ${EXTRA:-} ;;
+    linba_*) run "$name" $D $LINBA $(sel "$kept") ${EXTRA:-} ;;
+    haba_*)
+      run "buffer_$kept" nice -n 5 python launch/buffer.py $BUFFER $(sel "$kept")
+      run "$name" $D $HABA --config.buffer_dir="$OUT/$DATASET/buffer_$kept" $(sel "$kept") ${EXTRA:-} ;;
+    *) echo "unknown run $name"; exit 2 ;;
+  esac
+done
+echo "=== done $(date +%T)"
