@@ -10,8 +10,7 @@ Setting (the CPU size of BENCHMARKS.md): real MNIST (the first ``--per-class`` t
 images of every class), ConvNetD3 width ``--width`` (32), each algorithm's own config
 (``configs/<name>.py:mnist,<ipc>``; KIP / FRePo with learned labels) with
 ``batch_real`` = ``--batch-real`` (64) real images per class (KIP: ``--kip-batch-real``,
-20: its step costs ~ S*K forward-mode passes over the real batch; ``kernel_chunk``
-``--kip-chunk``, 10), real init.
+20: its step costs K vjps per real image; ``kernel_chunk`` ``--kip-chunk``, 0), real init.
 
 Sections:
 
@@ -21,7 +20,7 @@ Sections:
 * kip_memory: XLA's temporary-buffer size (``compiled.memory_analysis()``: the peak
   working set of the step besides its inputs and outputs) of the KIP step at IPC 1
   against the real batch per class (``--kip-batches``), with the whole kernel at once
-  and with ``kernel_chunk`` = 10 support-Jacobian rows at a time.
+  and with ``kernel_chunk`` = 10 real images' Jacobians at a time.
 """
 
 from __future__ import annotations
@@ -98,8 +97,8 @@ def main() -> None:
     parser.add_argument("--batch-real", type=int, default=64)
     parser.add_argument("--kip-batch-real", type=int, default=20)
     parser.add_argument("--kip-batches", default="10,20,50,100")
-    parser.add_argument("--kip-chunk", type=int, default=10,
-                        help="KIP's kernel_chunk in the steps section (0 = whole kernel: GBs of memory)")
+    parser.add_argument("--kip-chunk", type=int, default=0,
+                        help="KIP's kernel_chunk in the steps section (0 = the whole real batch's Jacobian)")
     parser.add_argument("--per-class", type=int, default=200, help="MNIST training images per class")
     parser.add_argument("--data-dir", default=os.environ.get("GOLD_DATA_DIR", ""))
     parser.add_argument("--json", default="")

@@ -22,13 +22,13 @@ channel-wise standardised data; sigma_w^2 = 2, sigma_b^2 = 1e-4. KRR regulariser
 1e-6 * trace(K_ss) / S (the colab's `loss_fn`); labels learned with the images' lr (the
 colab optimises `{'x', 'y'}` with one Adam). Real init.
 Target batch: `batch_real` = 100 images per class (the colab draws 10 x the support
-per class; the cost of a step is ~ S*K jvp passes over this batch, so it is the knob
-for CPU runs). Colour data (CIFAR) are ZCA-whitened (reg 0.1, stored with the
+per class; a step costs K vjps per real image (its per-sample Jacobian), so it is the
+knob for CPU runs). Colour data (CIFAR) are ZCA-whitened (reg 0.1, stored with the
 synthetic set), as in the KIP paper.
 
 The kernel network is `config.model` (ConvNetD3 width 128 with instance norm on
-28/32-pixel data) run with XLA convolutions; `kernel_chunk` > 0 bounds the memory of
-the real-batch kernel (support-Jacobian rows per vectorised chunk).
+28/32-pixel data, the shifted convolution on CPU); `kernel_chunk` > 0 bounds the memory
+of the real-batch kernel (real images whose Jacobians are formed at once).
 Learned labels are soft [M, K] float labels (centred: negative entries): a
 cross-entropy evaluation of them is refused when the run starts.
 """

@@ -11,13 +11,18 @@ One ``step`` = one KIP iteration:
 2. a class-balanced real (target) batch of ``batch_real`` images per class (paper:
    "we always sample target batches in a class-balanced way");
 3. the empirical NTK of that network, traced over the logits,
-   ``K(x1, x2) = sum_k <d f_k(x1)/d theta, d f_k(x2)/d theta>``:
-   the support Jacobian ``J_s [S, K, P]`` by ``vmap`` over support images of a
-   ``jacrev`` (a ``vjp`` per logit), ``K_ss = J_s J_s^T``, and ``K_ts`` by pushing the
-   ``S*K`` rows of ``J_s`` through the linearised network on the real batch
-   (``jax.linearize``, one ``jvp`` per row): the real batch's Jacobian is never
-   materialised (memory ``O(S*K*P + S*K*T*K)`` instead of ``O(T*K*P)``);
-   ``kernel_chunk`` bounds how many rows go through at once (``lax.map``);
+   ``K(x1, x2) = sum_k <d f_k(x1)/d theta, d f_k(x2)/d theta>``, from per-sample
+   Jacobians (``vmap`` over images of ``jacrev``: ``K`` vjps per image) of the support
+   ``J_s [S, K, P]`` and of the real batch ``J_t [T, K, P]``, contracted by matmul:
+   ``K_ss = J_s J_s^T``, ``K_ts = J_t J_s^T``; ``kernel_chunk`` bounds how many real
+   images' Jacobians exist at once (``lax.map``, recomputed in the backward pass).
+   The real batch costs ``T*K`` vjps, where pushing the ``S*K`` support rows through
+   the linearised network (``jvp``) costs ``S*K`` forward passes of ``T`` images, and
+   only reverse mode is needed, so on CPU the network keeps the shifted convolution of
+   ``gold.models.conv`` (batched matmuls; ``vmap`` of XLA's convolution derivatives
+   lowers to grouped convolutions): MNIST IPC 1, width 32, 10 real images per class,
+   ~3.5 s per step against 116 s for the ``jvp`` route at 5 per class
+   (``bench/notes/kernel.md``);
 4. KRR predictions of the real batch from the support set (``gold.distill.krr``,
    ``lambda = reg * trace(K_ss) / S``, reg 1e-6) and the MSE loss
    ``0.5 * mean((pred - y)^2)`` on mean-centred one-hot labels (paper: "all our labels
@@ -25,9 +30,8 @@ One ``step`` = one KIP iteration:
 5. one Adam step on the support images and (``learn_labels``) the support labels,
    lr 0.01 (MNIST) / 0.04 (CIFAR-10) (paper; the colab uses 4e-2 for both).
 
-The kernel network always runs with XLA convolutions (``conv_impl='xla'``): the
-shifted CPU convolution of ``gold.models.conv`` is reverse-mode only and the kernel
-needs ``jax.jvp``. The evaluation networks keep ``config.model`` as it is.
+The kernel network is ``config.model`` as it is (``conv_impl='auto'``: the shifted
+convolution on CPU, XLA's elsewhere).
 
 Learned labels are stored (``synthetic.npz``) as learned: centred one-hot at the start
 (``[M, K]`` floats, negative entries included); they are evaluated with the MSE
@@ -44,7 +48,6 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from gold import config_utils
@@ -86,9 +89,14 @@ def gaussian_params(params: PyTree, key: jax.Array, w_var: float = 2.0, b_var: f
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]  # (params, x [B, ...]) -> outputs [B, K]
 
 
-def support_jacobian(apply_fn: ApplyFn, params: PyTree, x: jax.Array) -> PyTree:
-    """Per-sample Jacobians of the outputs w.r.t. ``params``: leaves ``[S, K, *leaf]``
-    (``vmap`` over samples of ``jacrev``, i.e. one ``vjp`` per output)."""
+def per_sample_jacobian(apply_fn: ApplyFn, params: PyTree, x: jax.Array) -> PyTree:
+    """Per-sample Jacobians of the outputs w.r.t. ``params``: leaves ``[N, K, *leaf]``
+    for ``x [N, ...]`` (``vmap`` over samples of ``jacrev``, i.e. one ``vjp`` per output).
+
+    Reverse mode only, so the network may use the shifted CPU convolution of
+    ``gold.models.conv``: its per-sample weight gradients are batched matmuls, where
+    ``jax.vmap`` of XLA's convolution gradients lowers to grouped convolutions.
+    """
     def one(xi):
         return jax.jacrev(lambda p: apply_fn(p, xi[None])[0])(params)
 
@@ -96,7 +104,8 @@ def support_jacobian(apply_fn: ApplyFn, params: PyTree, x: jax.Array) -> PyTree:
 
 
 def ntk_from_jacobians(j1: PyTree, j2: PyTree) -> jax.Array:
-    """``[n1, n2]``: ``sum_k <J1[a, k], J2[b, k]>`` over every parameter leaf."""
+    """``[n1, n2]``: ``sum_k <J1[a, k], J2[b, k]>`` over every parameter leaf
+    (leaves ``[n1, K, *leaf]`` and ``[n2, K, *leaf]``)."""
     def leaf(a, b):
         return jnp.einsum("akp,bkp->ab", a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1))
 
@@ -106,38 +115,35 @@ def ntk_from_jacobians(j1: PyTree, j2: PyTree) -> jax.Array:
 def ntk_with_jacobian(apply_fn: ApplyFn, params: PyTree, x: jax.Array, jac: PyTree,
                       chunk: int = 0) -> jax.Array:
     """``[T, S]`` empirical NTK between inputs ``x [T, ...]`` and the samples whose
-    Jacobian is ``jac`` (leaves ``[S, K, ...]``), without the Jacobian of ``x``.
+    Jacobian is ``jac`` (leaves ``[S, K, ...]``).
 
-    Every row ``jac[s, k]`` is a tangent of the network linearised at ``params`` on
-    ``x`` (``jax.linearize``: the forward pass runs once); the ``k``-th output of the
-    pushed-forward tangent is ``<J_k(x_t), J_k(x_s)>``. ``chunk > 0``: that many
-    tangents at a time (``lax.map`` of a ``jax.checkpoint``-ed push-forward), bounding
-    the memory of the forward and of the backward pass.
+    The Jacobian of ``x`` is formed per sample (:func:`per_sample_jacobian`) and
+    contracted with ``jac`` by matmul. ``chunk > 0``: that many rows of ``x`` at a time
+    (``lax.map`` of a ``jax.checkpoint``-ed row), so at most ``chunk * K * P`` Jacobian
+    entries of ``x`` are alive, forward or backward (the backward pass recomputes them);
+    ``chunk = 0``: all ``T * K * P`` at once (kept for the backward pass).
     """
-    leaves = jax.tree.leaves(jac)
-    s, k = leaves[0].shape[:2]
-    flat = jax.tree.map(lambda l: l.reshape(s * k, *l.shape[2:]), jac)
-    _, lin = jax.linearize(lambda p: apply_fn(p, x), params)
-    if chunk and chunk < s * k:
-        # rematerialised per chunk: the backward pass keeps one chunk's tangents alive
-        out = jax.lax.map(jax.checkpoint(lin), flat, batch_size=int(chunk))
-    else:
-        out = jax.vmap(lin)(flat)                      # [S*K, T, K]
-    out = out.reshape(s, k, *out.shape[1:])           # [S, K, T, K]
-    return jnp.sum(jnp.diagonal(out, axis1=1, axis2=3), axis=-1).T  # [T, S]
+    def rows(xc):  # [c, ...] -> [c, S]
+        return ntk_from_jacobians(per_sample_jacobian(apply_fn, params, xc), jac)
+
+    t = x.shape[0]
+    if chunk and chunk < t:
+        row = jax.checkpoint(lambda xi: rows(xi[None])[0])
+        return jax.lax.map(row, x, batch_size=int(chunk))
+    return rows(x)
 
 
 def empirical_ntk(apply_fn: ApplyFn, params: PyTree, x1: jax.Array, x2: jax.Array,
                   chunk: int = 0) -> jax.Array:
     """The empirical NTK ``J(x1) J(x2)^T`` traced over the outputs, ``[n1, n2]``
-    (``x2``'s Jacobian explicit, ``x1`` through ``jvp``)."""
-    return ntk_with_jacobian(apply_fn, params, x1, support_jacobian(apply_fn, params, x2), chunk)
+    (``x1``'s Jacobian ``chunk`` rows at a time, see :func:`ntk_with_jacobian`)."""
+    return ntk_with_jacobian(apply_fn, params, x1, per_sample_jacobian(apply_fn, params, x2), chunk)
 
 
 def support_and_target_ntk(apply_fn: ApplyFn, params: PyTree, x_support: jax.Array,
                            x_target: jax.Array, chunk: int = 0) -> tuple[jax.Array, jax.Array]:
     """``(K_ss [S, S], K_ts [T, S])`` sharing one support Jacobian."""
-    jac = support_jacobian(apply_fn, params, x_support)
+    jac = per_sample_jacobian(apply_fn, params, x_support)
     return ntk_from_jacobians(jac, jac), ntk_with_jacobian(apply_fn, params, x_target, jac, chunk)
 
 
@@ -160,7 +166,8 @@ class KIPSettings(common.BaseSettings):
     weight_init: str = setting("gaussian", "kernel network init: gaussian (w_var/fan_in, b_var) | model")
     w_var: float = setting(2.0, "weight variance sigma_w^2 of the gaussian init (paper 2)")
     b_var: float = setting(1e-4, "bias variance sigma_b^2 of the gaussian init (paper 1e-4)")
-    kernel_chunk: int = setting(0, "support-Jacobian rows pushed through the real batch at once (0 = all)")
+    kernel_chunk: int = setting(0, "real images whose Jacobians are formed at once (0 = the whole real "
+                                   "batch; > 0 bounds memory, recomputing them in the backward pass)")
 
     def validate(self) -> None:
         """ValueError on a bad value."""
@@ -175,14 +182,6 @@ class KIPSettings(common.BaseSettings):
 
 
 # ----------------------------------------------------------------- shared helpers
-def kernel_model(config: Any, num_classes: int, shape: tuple[int, ...]):
-    """``config.model`` with XLA convolutions (forward-mode differentiable)."""
-    mcfg = ml_collections.ConfigDict(config.model.to_dict())
-    if "conv_impl" in mcfg or str(mcfg.name).startswith("convnet"):
-        mcfg.conv_impl = "xla"
-    return config_utils.build_model(mcfg, num_classes, shape)
-
-
 def init_labels(params: PyTree, spec: common.SyntheticSpec, center: bool) -> PyTree:
     """Learned labels start at ``label_scale * one_hot`` (the spec), minus
     ``label_scale / K`` when ``center``: what the KRR sees is what is stored."""
@@ -225,7 +224,7 @@ def make(s: KIPSettings, config: Any, real: common.RealData) -> common.Algorithm
     shape = real.image_shape
     krr.check_support_size(real, s.ipc)
     check_label_evaluation(config, s.learn_labels, s.center_labels)
-    model = kernel_model(config, k, shape)
+    model = config_utils.build_model(config.model, k, shape)
     spec = common.SyntheticSpec(common.Pixels(k, s.ipc, shape), k, learn_labels=s.learn_labels)
     tx = spec.optimizer(images=optax.adam(s.lr_img),
                         labels=optax.adam(s.lr_labels) if s.learn_labels else None)
@@ -264,10 +263,11 @@ def make(s: KIPSettings, config: Any, real: common.RealData) -> common.Algorithm
         return spec.decode(state.params)
 
     settings = {**dataclasses.asdict(s), "batch_real": real.batch, "algorithm": "kip",
-                "kernel": "empirical NTK (traced over logits)", "kernel_conv_impl": "xla"}
+                "kernel": "empirical NTK (traced over logits)"}
     return common.Algorithm("kip", init, step, synthetic, settings)
 
 
 __all__ = ["KIPSettings", "WEIGHT_INITS", "check_label_evaluation", "empirical_ntk", "gaussian_params",
-           "init_labels", "kernel_model", "make", "ntk_from_jacobians", "ntk_with_jacobian", "real_targets",
-           "support_and_target_ntk", "support_jacobian", "support_targets"]
+           "init_labels", "make", "ntk_from_jacobians", "ntk_with_jacobian", "real_targets",
+           "per_sample_jacobian", "support_and_target_ntk",
+           "support_targets"]
