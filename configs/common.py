@@ -135,10 +135,13 @@ def model(name: str = "convnet", width: int = 128, depth: int = 3, norm: str = "
           dataset: str = "") -> ml_collections.ConfigDict:
     """`model.name`, `model.width`, `model.depth`, `model.norm` (ConvNet knobs).
 
-    With `dataset`, `depth` follows its resolution (:func:`convnet_depth`).
+    With `dataset`, `depth` follows its resolution (:func:`convnet_depth`), and a video
+    dataset gets the frame-wise ConvNet + GRU (`convnet_gru`, paper supp. 12.4).
     """
     if dataset:
         depth = convnet_depth(dataset)
+        if gdata.get_info(dataset).is_video:
+            name = "convnet_gru"
     return ml_collections.ConfigDict({"name": name, "width": width, "depth": depth, "norm": norm})
 
 

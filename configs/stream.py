@@ -1,13 +1,15 @@
 """Massive ores: ImageNet-1K 64x64 and Kinetics-400 streamed from disk (paper Table 11).
 
-Run (utility -> selection -> class-split DM, every stage resumable):
+Run (utility -> selection -> class-split DM -> evaluation, every stage resumable):
   python launch/stream.py --config=configs/stream.py:imagenet64 --workdir=/tmp/in64 \
       --config.stream.dir=/data/imagenet64_records --config.ipc=1
   python launch/stream.py --config=configs/stream.py:kinetics400 --workdir=/tmp/k400 \
       --config.stream.dir=/data/kinetics400 --config.ipc=1
 `stream.dir` is a record set (`gold.data.stream.records`: convert the downsampled-ImageNet
 npz batches or a prepared tfds `imagenet_resized/64x64` once) for `imagenet64`, and a
-clip folder `<dir>/train/<class>/<clip>.npy|.mp4` for `kinetics400`.
+clip folder `<dir>/train/<class>/<clip>.npy|.mp4` for `kinetics400`. The evaluation streams
+the held-out split from `<stream.dir>/<stream.test_split>` (`val`: the validation record set,
+or `<dir>/val/<class>/<clip>`); `--config.eval.num_models=0` skips it.
 
 Paper settings (supp. 12.3 / 12.4): ImageNet DM 5,000 iterations, lr_img 5.0, classes in
 4 / 8 / 20 groups at IPC 1 / 10 / 50; with selection 50% kept (loss utility, greedy) and
@@ -49,8 +51,9 @@ def get_config(arg: str = "imagenet64") -> ml_collections.ConfigDict:
     config.batch_real = paper["batch_real"]
     config.model = paper["model"]
     config.model.conv_impl = "auto"
-    if not paper["dsa"]:
+    if not paper["dsa"]:  # clips: no DSA in the distillation nor in the evaluation
         config.dsa_strategy = "none"
+        config.eval.augment = "none"
     config.stream = ml_collections.ConfigDict({
         "dir": "",            # record set (imagenet64) or clip folder root (kinetics400)
         "frames": 8,          # clips: frames per decoded clip
@@ -59,6 +62,7 @@ def get_config(arg: str = "imagenet64") -> ml_collections.ConfigDict:
         "num_groups": 0,      # class groups (0 = the paper's for the ipc)
         "read_threads": 2,    # grain read threads
         "checkpoint_every": 100,
+        "test_split": "val",  # the evaluation's held-out split: <dir>/val (records or clip folders)
     })
     config.group_table = tuple(sorted(paper["groups"].items()))
     config.selection.indicator = "loss"
@@ -71,4 +75,5 @@ def get_config(arg: str = "imagenet64") -> ml_collections.ConfigDict:
         config.model.width = 16
         config.utility.update(trials=2, epochs=2)
         config.stream.checkpoint_every = 5
+        config.eval.update(num_models=2, epochs=20)
     return config

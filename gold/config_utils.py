@@ -117,7 +117,11 @@ def dsa_strategy(dataset: str) -> str:
     """The DSA strategy of ``dataset``: the reference's
     ``color_crop_cutout_flip_scale_rotate``, without ``flip`` for digit datasets (a
     flipped 2 or 7 is another digit; the DC/DSA reference and the paper's supplementary
-    use no flip for MNIST and SVHN)."""
-    if gdata.get_info(dataset).name in NO_FLIP:
+    use no flip for MNIST and SVHN); ``none`` for video (DSA transforms images; the
+    paper uses no DSA on Kinetics)."""
+    info = gdata.get_info(dataset)
+    if info.is_video:
+        return "none"
+    if info.name in NO_FLIP:
         return "color_crop_cutout_scale_rotate"
     return "color_crop_cutout_flip_scale_rotate"

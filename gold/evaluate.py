@@ -11,6 +11,11 @@ On several devices the K networks are split along the ``model`` axis of a
 networks (K is padded to a multiple of n with extra networks whose results are
 dropped). Network k always uses ``split(key, K)[k]``, so the layout changes no random
 draw; on one device the plain vmapped program runs, unchanged.
+
+:func:`evaluate_streamed` trains the same K networks (:func:`train_networks`, the same
+keys and layout) and tests them on a held-out split that stays on disk: fixed-size
+batches streamed from a ``gold.data.stream`` source, correct predictions counted per
+batch, so memory holds one test batch whatever the split's size.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,6 +38,7 @@ from gold import data as gdata
 from gold import models as gmodels
 from gold import nn as gnn
 from gold import parallel
+from gold.data import stream as gstream
 
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -367,6 +373,12 @@ class EvalResult:
     seconds: float
 
 
+def eval_model(protocol: EvalProtocol, num_classes: int, shape: Sequence[int]) -> nn.Module:
+    """The evaluation network of ``protocol`` for ``num_classes`` classes and samples of
+    ``shape`` (``[H, W, C]`` images or ``[T, H, W, C]`` clips)."""
+    return gmodels.get_model(protocol.model, num_classes, tuple(shape), **dict(protocol.model_overrides))
+
+
 def train_networks(
     protocol: EvalProtocol,
     num_classes: int,
@@ -391,9 +403,12 @@ def train_networks(
     Returns:
       (the model, its variables with a leading axis K).
     """
-    model = gmodels.get_model(
-        protocol.model, num_classes, x_syn.shape[1:], **dict(protocol.model_overrides)
-    )
+    augmented = protocol.augment not in ("", "none", "None") or protocol.cutmix > 0
+    if augmented and x_syn.ndim != 4:
+        raise ValueError(f"evaluation augment={protocol.augment!r} cutmix={protocol.cutmix} transforms images "
+                         f"[H, W, C], but the samples are {tuple(x_syn.shape[1:])}; set eval.augment=none and "
+                         f"eval.cutmix=0 for clips")
+    model = eval_model(protocol, num_classes, x_syn.shape[1:])
     steps_per_epoch = gnn.num_batches(x_syn.shape[0], protocol.batch_size)
     augment = gaug.get_augment(protocol.augment, strategy=protocol.dsa_strategy)
     mix = None
@@ -459,21 +474,36 @@ def train_and_test_on(mesh: Optional[Mesh], protocol: EvalProtocol, num_classes:
       ValueError: more model shards than networks.
     """
     k = int(keys.shape[0])
-    shards = 1 if mesh is None else parallel.axis_size(mesh, "model")
     args = (jnp.asarray(x_syn), jnp.asarray(y_syn), jnp.asarray(x_test),
             jnp.asarray(y_test, jnp.int32), jnp.float32(lr))
-    if shards == 1:
+    if not _model_sharded(mesh):
         return _compiled(protocol, int(num_classes))(keys, *args)
+    acc = _compiled_sharded(protocol, int(num_classes), mesh)(_sharded_keys(keys, mesh),
+                                                               *parallel.replicate(args, mesh))
+    return acc[:k]
+
+
+def _model_sharded(mesh: Optional[Mesh]) -> bool:
+    """Whether ``mesh`` splits the K networks (a ``model`` axis larger than 1)."""
+    return mesh is not None and parallel.axis_size(mesh, "model") > 1
+
+
+def _sharded_keys(keys: jax.Array, mesh: Mesh) -> jax.Array:
+    """The K network keys padded to a multiple of the ``model`` shards (extra networks,
+    copies of the first keys, fill the last shards; their results are dropped) and split
+    along ``model``.
+
+    Raises:
+      ValueError: more model shards than networks.
+    """
+    k, shards = int(keys.shape[0]), parallel.axis_size(mesh, "model")
     if shards > k:
         raise ValueError(f"{shards} model shards but only {k} evaluation networks; "
                          f"lower mesh.model or raise eval.num_models")
     padded = parallel.padded_size(k, shards)
-    if padded > k:  # extra networks (copies of the first keys) fill the last shards; dropped
+    if padded > k:
         keys = jnp.concatenate([keys, keys[: padded - k]])
-    keys = parallel.shard_leading(keys, mesh, "model")
-    args = parallel.replicate(args, mesh)
-    acc = _compiled_sharded(protocol, int(num_classes), mesh)(keys, *args)
-    return acc[:k]
+    return parallel.shard_leading(keys, mesh, "model")
 
 
 def evaluate_synthetic(
@@ -507,6 +537,20 @@ def evaluate_synthetic(
     """
     if x_syn.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"synthetic images {x_syn.shape[1:]} and test images {x_test.shape[1:]} differ in shape")
+    check_synthetic(x_syn, y_syn, num_classes, protocol)
+    start = time.time()
+    if mesh is None:
+        mesh = evaluation_mesh(protocol.num_models)
+    keys = jax.random.split(key, protocol.num_models)
+    lr_value = jnp.float32(protocol.lr if lr is None else lr)
+    acc = train_and_test_on(mesh, protocol, int(num_classes), keys, x_syn, y_syn, x_test, y_test,
+                            lr_value)
+    return _result(acc, start)
+
+
+def check_synthetic(x_syn: jax.Array, y_syn: jax.Array, num_classes: int, protocol: EvalProtocol) -> None:
+    """ValueError unless ``x_syn [M, ...]`` and ``y_syn`` (int ``[M]`` or soft
+    ``[M, num_classes]``) form a set that ``protocol`` can train on."""
     if x_syn.shape[0] != y_syn.shape[0]:
         raise ValueError(f"{x_syn.shape[0]} synthetic images but {y_syn.shape[0]} labels")
     if np.ndim(y_syn) == 2 and y_syn.shape[1] != num_classes:
@@ -517,14 +561,109 @@ def evaluate_synthetic(
             "loss='ce' (soft-label cross-entropy) has no minimum for them. Evaluate them as "
             "regression targets with loss='mse' (--config.eval.loss=mse; the frepo preset), "
             "or keep labels non-negative")
-    start = time.time()
-    if mesh is None:
-        mesh = evaluation_mesh(protocol.num_models)
-    keys = jax.random.split(key, protocol.num_models)
-    lr_value = jnp.float32(protocol.lr if lr is None else lr)
-    acc = train_and_test_on(mesh, protocol, int(num_classes), keys, x_syn, y_syn, x_test, y_test,
-                            lr_value)
-    acc = np.asarray(acc, np.float64) * 100.0
+
+
+def _result(accuracy: jax.Array, start: float) -> EvalResult:
+    """:class:`EvalResult` of ``[K]`` accuracies in [0, 1] measured since ``start``.
+
+    Raises:
+      FloatingPointError: a non-finite accuracy.
+    """
+    acc = np.asarray(accuracy, np.float64) * 100.0
     if not np.all(np.isfinite(acc)):
         raise FloatingPointError("evaluation produced non-finite accuracies")
     return EvalResult(acc, float(acc.mean()), float(acc.std()), time.time() - start)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_train(protocol: EvalProtocol, num_classes: int, mesh: Optional[Mesh]):
+    """``jit((keys, x_syn, y_syn, lr) -> variables [K, ...])``: :func:`train_networks`,
+    split along ``mesh``'s ``model`` axis when it has one (each device trains its own
+    networks; the variables stay sharded along ``model``)."""
+
+    def train(keys, x_syn, y_syn, lr):
+        return train_networks(protocol, num_classes, keys, x_syn, y_syn, lr)[1]
+
+    if not _model_sharded(mesh):
+        return jax.jit(train)
+    rep = PartitionSpec()
+    return jax.jit(jax.shard_map(train, mesh=mesh, in_specs=(PartitionSpec("model"), rep, rep, rep),
+                                 out_specs=PartitionSpec("model"), check_vma=False))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_correct(protocol: EvalProtocol, num_classes: int, shape: tuple[int, ...],
+                      pixel_stats: Optional[tuple[tuple[float, ...], tuple[float, ...]]],
+                      mesh: Optional[Mesh]):
+    """``jit((variables [K, ...], x [B, *shape], y [B], mask [B]) -> int32 [K])``: each
+    network's correct predictions on the masked rows of one test batch (``x`` uint8
+    pixels normalised on the device when ``pixel_stats = (mean, std)``)."""
+    model = eval_model(protocol, num_classes, shape)
+
+    def correct(variables, x, y, mask):
+        if pixel_stats is not None:
+            x = gstream.normalize(x, *pixel_stats)
+        logits = gnn.predict_many(model, variables, x, protocol.test_batch_size)
+        hits = (jnp.argmax(logits, -1) == y[None, :]) & (mask[None, :] > 0)
+        return jnp.sum(hits, axis=1, dtype=jnp.int32)
+
+    if not _model_sharded(mesh):
+        return jax.jit(correct)
+    return jax.jit(correct, out_shardings=parallel.replicated(mesh))
+
+
+def evaluate_streamed(
+    key: jax.Array,
+    x_syn: jax.Array,
+    y_syn: jax.Array,
+    test_batches: Iterable[gstream.Batch],
+    num_classes: int,
+    protocol: EvalProtocol = EvalProtocol(),
+    lr: Optional[float] = None,
+    mesh: Optional[Mesh] = None,
+    pixel_stats: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+) -> EvalResult:
+    """:func:`evaluate_synthetic` with the test set streamed: the same K networks (same
+    keys, training and mesh layout), tested batch by batch.
+
+    Args:
+      key, x_syn, y_syn, num_classes, protocol, lr, mesh: as :func:`evaluate_synthetic`.
+      test_batches: ``gold.data.stream.Batch`` es of one size ``B`` (e.g.
+        ``gold.data.stream.ordered_batches``): ``x [B, *sample shape]``, int ``y [B]``,
+        ``mask [B]`` (0 = padding, not counted). Read one at a time: memory holds a batch.
+      pixel_stats: ``(mean, std)`` per channel in [0, 1] units when the batches hold uint8
+        pixels (normalised on the device as the synthetic set was); None = batches are
+        already the model's input.
+
+    Returns:
+      EvalResult with accuracies in percent over the unmasked test samples.
+
+    Raises:
+      ValueError: mismatched shapes, no test sample, bad synthetic labels, more model
+        shards than networks.
+    """
+    check_synthetic(x_syn, y_syn, num_classes, protocol)
+    start = time.time()
+    if mesh is None:
+        mesh = evaluation_mesh(protocol.num_models)
+    k = protocol.num_models
+    keys = jax.random.split(key, k)
+    train_args = (jnp.asarray(x_syn), jnp.asarray(y_syn), jnp.float32(protocol.lr if lr is None else lr))
+    if _model_sharded(mesh):
+        keys, train_args = _sharded_keys(keys, mesh), parallel.replicate(train_args, mesh)
+    variables = _compiled_train(protocol, int(num_classes), mesh)(keys, *train_args)
+    stats = None if pixel_stats is None else tuple(tuple(float(v) for v in s) for s in pixel_stats)
+    correct = _compiled_correct(protocol, int(num_classes), tuple(x_syn.shape[1:]), stats, mesh)
+    hits, total = np.zeros(len(keys), np.int64), 0
+    for batch in test_batches:
+        if tuple(batch.x.shape[1:]) != tuple(x_syn.shape[1:]):
+            raise ValueError(f"synthetic samples {tuple(x_syn.shape[1:])} and test samples "
+                             f"{tuple(batch.x.shape[1:])} differ in shape")
+        args = (batch.x, np.asarray(batch.y, np.int32), np.asarray(batch.mask, np.float32))
+        if _model_sharded(mesh):
+            args = parallel.replicate(args, mesh)
+        hits += np.asarray(correct(variables, *args))
+        total += int(np.sum(batch.mask > 0))
+    if total == 0:
+        raise ValueError("evaluate_streamed got no test samples")
+    return _result(hits[:k] / total, start)

@@ -70,6 +70,12 @@ def test_imagenet64_npz_converter(tmp_path):
     assert (sid, label) == (5, 999)
     r, c, ch = 7, 50, 2
     assert px[r, c, ch] == data[2][1, ch * 4096 + r * 64 + c]
+    val = rng.integers(0, 256, (3, 12288), dtype=np.uint8)  # the held-out split the evaluation streams
+    np.savez(tmp_path / "val_data.npz", data=val, labels=np.array([3, 7, 1000]))
+    gs.convert_imagenet64_npz(tmp_path, tmp_path / "rec" / "val", split="val")
+    held_out = gs.RecordSource(tmp_path / "rec" / "val")
+    assert held_out.labels.tolist() == [2, 6, 999] and held_out.ids.tolist() == [0, 1, 2]
+    assert held_out[1][2][r, c, ch] == val[1, ch * 4096 + r * 64 + c]
     os.remove(tmp_path / "train_data_batch_4.npz")
     with pytest.raises(DatasetError, match="incomplete"):
         gs.convert_imagenet64_npz(tmp_path, tmp_path / "rec2")
@@ -87,6 +93,9 @@ def test_tfds_converter_on_mock_imagenet_resized(tmp_path):
             sid, label, px = src[i]
             assert (sid, label) == (i, tf_source[i]["label"])
             np.testing.assert_array_equal(px, np.asarray(tf_source[i]["image"]))
+        gs.convert_tfds("imagenet_resized/64x64", tmp_path / "val", split="validation", batch=4)
+        tf_val = tfds.data_source("imagenet_resized/64x64", split="validation")
+        np.testing.assert_array_equal(gs.RecordSource(tmp_path / "val")[3][2], np.asarray(tf_val[3]["image"]))
 
 
 def test_batches_are_class_balanced_and_read_only_kept_ids(records):
@@ -128,6 +137,17 @@ def test_epoch_order_covers_every_kept_sample_once():
     order, mask = gs.epoch_order(np.arange(10, 17), seed=0, epoch=3, batch_size=3)
     assert order.shape == (3, 3) and mask.tolist() == [[1, 1, 1], [1, 1, 1], [1, 0, 0]]
     assert sorted(order[mask > 0].tolist()) == list(range(10, 17))
+
+
+def test_ordered_batches_pass_once_in_record_order(records):
+    d, x, y, ids = records
+    src = gs.RecordSource(d)
+    batches = list(gs.ordered_batches(src, 16))  # 40 records: 16 + 16 + 8 (padded to 16)
+    assert [b.x.shape for b in batches] == [(16, 8, 8, 3)] * 3
+    mask = np.concatenate([b.mask for b in batches])
+    np.testing.assert_array_equal(np.concatenate([b.ids for b in batches])[mask > 0], ids)
+    np.testing.assert_array_equal(np.concatenate([b.x for b in batches])[mask > 0], x)
+    assert mask.sum() == 40 and [len(b.y) for b in gs.ordered_batches(src, 16, limit=20)] == [16, 16]
 
 
 # ------------------------------------------------------------------------------ video
@@ -204,8 +224,6 @@ def test_streamed_dm_resumes_exactly_and_merges_groups(records, tmp_path):
     gx, gy = streamed.distill_groups(_dm_config(), src, ids[ids % 3 != 0], iterations=1, num_groups=2,
                                      workdir=str(tmp_path / "g"))
     assert gx.shape == (K * 2, 8, 8, 3) and gy.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    with pytest.raises(ValueError, match="dsa_strategy"):
-        streamed.check_sample_shape("crop", (8, 16, 16, 3))
 
 
 def test_streamed_loss_utility_matches_a_replay_and_resumes(records, tmp_path):

@@ -1,5 +1,5 @@
-"""Video: the ConvNet+GRU model, DM and the MTT objective on clips, the loss indicator on a
-streamed clip folder (generated tiny clips)."""
+"""Video: the ConvNet+GRU model, DM and the MTT objective on clips, DSA refused on clips, the
+loss indicator on a streamed clip folder (generated tiny clips)."""
 
 import jax
 import jax.flatten_util
@@ -7,10 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gold import config_utils
+from gold import evaluate as gev
 from gold import models as gmodels
 from gold import nn as gnn
 from gold.configs import dm as dm_config
+from gold.configs import mtt as mtt_config
 from gold.data import stream as gs
+from gold.distill import buffer as gbuf
 from gold.distill import common
 from gold.distill import mtt
 from gold.distill import registry
@@ -73,6 +77,21 @@ def test_dm_step_on_clips_lowers_its_loss():
     s1, m0 = step(state, key, real)
     _, m1 = step(s1, key, real)
     assert float(m1["loss"]) < float(m0["loss"])
+
+
+def test_dsa_on_clips_is_an_error_and_video_configs_do_not_ask_for_it():
+    real = _real_clips()
+    for config in (dm_config.get_config("kinetics400"), mtt_config.get_config("kinetics400")):
+        assert config.dsa_strategy == "none" and config.model.name == "convnet_gru"
+        config.model.width, config.model.depth, config.dsa_strategy = 4, 1, "crop"
+        with pytest.raises(ValueError, match=r"dsa_strategy='crop' augments images \[H, W, C\]"):
+            registry.build(config, real)  # before MTT looks for its buffer
+    assert config_utils.eval_protocol(dm_config.get_config("kinetics400")).augment == "none"
+    with pytest.raises(ValueError, match="dsa_strategy='crop'"):  # MTT's experts
+        gbuf.ExpertRun(_model(), real.x, real.y, epochs=1, dsa_strategy="crop")
+    protocol = gev.EvalProtocol(model="convnet_gru", augment="dsa", dsa_strategy="crop")
+    with pytest.raises(ValueError, match="eval.augment=none"):
+        gev.train_networks(protocol, K, jax.random.split(jax.random.key(0), 1), real.x, real.y, jnp.float32(0.01))
 
 
 def test_mtt_objective_on_clips_lowers_its_loss():

@@ -1,7 +1,8 @@
 """Data augmentation, pure JAX (NHWC float32, jit-friendly, differentiable w.r.t. x).
 
 * DSA (Differentiable Siamese Augmentation) for distillation and evaluation:
-  :func:`sample_dsa_params` -> :class:`DSAParams`, :func:`apply_dsa`, :func:`dsa`.
+  :func:`sample_dsa_params` -> :class:`DSAParams`, :func:`apply_dsa`, :func:`dsa`;
+  images only (:func:`require_images` refuses a strategy on clips).
   Parameters drawn with ``batch_size=1`` are Siamese (broadcast to any batch).
 * DC evaluation augmentation for MNIST (reference ``get_daparam``): :func:`dc_augment`.
 * CutMix (IDC): :func:`cutmix` (= :func:`sample_cutmix_box` + :func:`paste_box`).
@@ -19,6 +20,7 @@ from gold.augment.dsa_ops import (
     apply_dsa,
     dsa,
     parse_strategy,
+    require_images,
     sample_dsa_params,
 )
 from gold.augment.factory import AUGMENT_NAMES, AugmentFn, get_augment
@@ -42,6 +44,7 @@ __all__ = [
     "pad_crop",
     "parse_strategy",
     "paste_box",
+    "require_images",
     "resize_crop",
     "rotate_crop",
     "sample_cutmix_box",

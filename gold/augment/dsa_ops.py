@@ -159,6 +159,20 @@ def parse_strategy(strategy: str) -> tuple[str, ...]:
     return groups
 
 
+def require_images(strategy: str, shape: tuple[int, ...]) -> None:
+    """ValueError when ``strategy`` augments and the samples of ``shape`` are not images
+    ``[H, W, C]`` (e.g. ``[T, H, W, C]`` clips: DSA has no per-frame definition here, and
+    the paper uses no DSA on Kinetics, supp. 12.3).
+
+    Raises:
+      ValueError: a DSA strategy with op groups on non-image samples (the message says
+        to set ``dsa_strategy='none'``).
+    """
+    if parse_strategy(strategy) and len(tuple(shape)) != 3:
+        raise ValueError(f"dsa_strategy={strategy!r} augments images [H, W, C], but the samples are "
+                         f"{tuple(shape)} clips; set dsa_strategy='none' (paper: no DSA on video)")
+
+
 _N_UNIFORMS = 11  # per sample: sx, sy, angle, flip, b, s, c, dr, dc, oy, ox
 
 

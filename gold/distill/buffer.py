@@ -88,11 +88,13 @@ class ExpertRun:
                  test_batch_size: int = 1000):
         """Args:
           model: the expert architecture (no ``batch_stats``: a trajectory is params only).
-          x, y: training images ``[N, H, W, C]`` and int labels ``[N]``.
+          x, y: training images ``[N, H, W, C]`` (or clips ``[N, T, H, W, C]``, without DSA)
+            and int labels ``[N]``.
           epochs: E; trajectories have E + 1 snapshots.
           lr, momentum, weight_decay: PyTorch-style SGD (ref: 0.01, 0, 0).
           batch_size: minibatch (ref 256).
-          dsa_strategy: DSA op-groups with per-sample parameters ('none': no augmentation).
+          dsa_strategy: DSA op-groups with per-sample parameters ('none': no augmentation;
+            ValueError on clips otherwise).
           x_test, y_test: optional test split; each expert's final test accuracy is
             reported when given.
         """
@@ -102,6 +104,7 @@ class ExpertRun:
         self.batch_size = int(batch_size)
         self.tx = gnn.sgd(float(lr), float(momentum), float(weight_decay))
         self.input_shape = tuple(self.x.shape[1:])
+        gaug.require_images(dsa_strategy, self.input_shape)  # clips: dsa_strategy='none'
         self.augment = gaug.get_augment("dsa", dsa_strategy)  # per-sample DSA, or None
         probe = jax.eval_shape(lambda: gnn.init_variables(model, jax.random.key(0), self.input_shape))
         if set(probe) != {"params"}:

@@ -19,6 +19,7 @@ import importlib
 import pkgutil
 from typing import Any, Callable
 
+from gold import augment as gaug
 from gold.distill import common
 from gold.distill import settings as gset
 
@@ -99,11 +100,12 @@ def build(config: Any, real: common.RealData) -> common.Algorithm:
     """Build ``config.algorithm`` on the selected real data ``real``.
 
     Raises:
-      ValueError: unknown algorithm, bad settings, or real init with a class that keeps
-        fewer images than the synthetic set needs.
+      ValueError: unknown algorithm, bad settings, DSA on clips, or real init with a
+        class that keeps fewer images than the synthetic set needs.
     """
     spec = get(config.algorithm)
     s = gset.from_config(spec.settings, config)
+    gaug.require_images(str(getattr(s, "dsa_strategy", "none")), tuple(real.image_shape))
     if s.init == "real":
         common.check_real_init(real, s.real_images_per_class())
     return spec.make(s, config, real)

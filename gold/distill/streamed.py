@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gold import augment as gaug
 from gold import data as gdata
 from gold import rng as grng
 from gold.checkpoint import Checkpointer
@@ -41,17 +40,6 @@ from gold.distill import common
 from gold.distill import registry
 
 SYNTHETIC = "synthetic.npz"
-
-
-def check_sample_shape(dsa_strategy: str, shape: Sequence[int]) -> None:
-    """ValueError when DSA is asked for on samples that are not images ``[H, W, C]``.
-
-    DSA transforms images; the paper uses no DSA on Kinetics clips (supp. 12.3):
-    set ``dsa_strategy='none'`` for video.
-    """
-    if gaug.parse_strategy(dsa_strategy) and len(shape) != 3:
-        raise ValueError(f"dsa_strategy={dsa_strategy!r} augments images [H, W, C], but the samples "
-                         f"are {tuple(shape)} clips; set dsa_strategy='none' (paper: no DSA on video)")
 
 
 def batch_real_data(x: jax.Array, mask: jax.Array, num_classes: int, per_class: int,
@@ -65,7 +53,7 @@ def batch_real_data(x: jax.Array, mask: jax.Array, num_classes: int, per_class: 
       mean, std: channel statistics in [0, 1] units (the pixels are normalised here,
         on the device).
     """
-    xf = (x.astype(jnp.float32) / 255.0 - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    xf = gstream.normalize(x, mean, std)
     table = jnp.arange(num_classes * per_class, dtype=jnp.int32).reshape(num_classes, per_class)
     counts = jnp.sum(mask.reshape(num_classes, per_class), axis=1).astype(jnp.int32)
     y = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), per_class)
@@ -141,13 +129,13 @@ def distill_stream(config: Any, source: Any, kept_ids: Optional[np.ndarray], *, 
       on_step: called with (step, loss) after every step (the loss syncs the host).
 
     Raises:
-      ValueError: DSA on clips, a batch that cannot hold the real init, bad settings.
+      ValueError: DSA on clips (``gold.distill.registry.build``), a batch that cannot hold
+        the real init, bad settings.
     """
     import grain
 
     info = gdata.get_info(config.data.name)
     shape = tuple(source.shape)
-    check_sample_shape(str(config.get("dsa_strategy", "none")), shape)
     plan = gstream.BalancedPlan.build(source, kept_ids, int(config.batch_real), int(config.seed), classes)
     plan = dataclasses.replace(plan, per_class=gdata.class_batch_size(plan.per_class, [len(g) for g in plan.groups]))
     groups = len(plan.classes)
@@ -227,5 +215,5 @@ def distill_groups(config: Any, source: Any, kept_ids: Optional[np.ndarray], *, 
     return x, y
 
 
-__all__ = ["StreamResult", "batch_real_data", "check_sample_shape", "class_groups", "distill_groups",
+__all__ = ["StreamResult", "batch_real_data", "class_groups", "distill_groups",
            "distill_stream"]

@@ -48,14 +48,13 @@ def _programs(model: Any, settings: TrainSettings, shape: tuple[int, ...], mean:
     losses [T, B])``: one step of every trial on the same batch, normalised on the device.
     """
     tx = settings.optimizer_fn()
-    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
     def one(state, x, y):
         state, losses, _ = gnn.train_step(model, tx, state, x, y)
         return state, losses
 
     def run(states, x, y):
-        x = (x.astype(jnp.float32) / 255.0 - mean) / std
+        x = gstream.normalize(x, mean, std)
         if resolve_trial_mode(settings.trial_mode) == "vmap":
             return jax.vmap(one, in_axes=(0, None, None))(states, x, y)
         outs = [one(jax.tree.map(lambda a: a[t], states), x, y) for t in range(settings.trials)]
@@ -95,17 +94,18 @@ def stream_loss_utility(model: Any, source: Any, kept_ids: Optional[np.ndarray],
     n, e_total, b = len(positions), settings.epochs, min(settings.batch_size, len(positions))
     column = np.empty(len(source), np.int64)
     column[positions] = np.arange(n)
-    tx, train = _programs(model, settings, tuple(source.shape), tuple(float(m) for m in mean),
-                          tuple(float(v) for v in std))
-    states = init_states(model, tx, trial_keys(key, range(settings.trials)), tuple(source.shape))
     path = os.path.join(workdir, CURVE)
     curve = np.memmap(path, np.float32, "r+" if os.path.exists(path) else "w+", shape=(e_total, n))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     per_epoch = -(-n // b)
     every = chunk_batches or per_epoch
     done = ckpt.latest_step() or 0  # batches finished, over all epochs
-    if done:
-        states = jax.tree.map(jnp.asarray, ckpt.restore(done, states))
+    if done < e_total * per_epoch:  # a finished run's scores need the curve only, not the networks
+        tx, train = _programs(model, settings, tuple(source.shape), tuple(float(m) for m in mean),
+                              tuple(float(v) for v in std))
+        states = init_states(model, tx, trial_keys(key, range(settings.trials)), tuple(source.shape))
+        if done:
+            states = jax.tree.map(jnp.asarray, ckpt.restore(done, states))
     for e in range(done // per_epoch, e_total):
         first = done - e * per_epoch if e * per_epoch < done else 0
         order, _ = gstream.epoch_order(positions, seed, e, b)

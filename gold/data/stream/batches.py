@@ -17,6 +17,9 @@ of a step falls with the kept ratio, and the resident set is one batch, whatever
   Element ``t`` depends only on ``(seed, t)``: a run resumes at any step.
 * :func:`epoch_batches`: shuffled passes over the kept samples in fixed-size batches
   (the last one padded, ``mask`` 0), for the streamed loss indicator.
+* :func:`ordered_batches`: one pass in record order, same fixed-size padded batches (a
+  held-out split streamed through the evaluation).
+* :func:`normalize`: uint8 pixels to the model's normalised float32 input, on the device.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple, Optional, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
 from gold.data.errors import DatasetError
@@ -197,19 +201,29 @@ def balanced_batches(source: Any, plan: BalancedPlan, num_steps: int):
     return grain.MapDataset.range(int(num_steps)).map(lambda t: read_batch(source, *plan.positions(t)))
 
 
-def epoch_order(positions: np.ndarray, seed: int, epoch: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One shuffled pass over ``positions`` cut into ``ceil(n / b)`` batches of ``b``:
-    int64 ``[num_batches, b]`` positions (the last batch padded by repeating its first
-    entry) and float32 ``[num_batches, b]`` masks (0 on padding)."""
-    n = len(positions)
+def fixed_batches(order: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``order`` (int64 ``[n]`` positions) cut into ``ceil(n / b)`` batches of ``b``: int64
+    ``[num_batches, b]`` positions (the last batch padded by repeating its first entry)
+    and float32 ``[num_batches, b]`` masks (0 on padding).
+
+    Raises:
+      DatasetError: no positions or ``batch_size < 1``.
+    """
+    n = len(order)
     if n == 0 or batch_size < 1:
-        raise DatasetError(f"an epoch needs samples and batch_size >= 1 (n={n}, batch_size={batch_size})")
-    perm = np.asarray(positions)[np.random.default_rng((seed, int(epoch))).permutation(n)]
+        raise DatasetError(f"batches need samples and batch_size >= 1 (n={n}, batch_size={batch_size})")
     nb = -(-n // batch_size)
     pad = nb * batch_size - n
-    order = np.concatenate([perm, np.repeat(perm[-(n % batch_size or batch_size)], pad)])
+    order = np.concatenate([order, np.repeat(order[-(n % batch_size or batch_size)], pad)])
     mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
     return order.reshape(nb, batch_size), mask.reshape(nb, batch_size)
+
+
+def epoch_order(positions: np.ndarray, seed: int, epoch: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One shuffled pass over ``positions`` (order from ``(seed, epoch)``) as
+    :func:`fixed_batches`."""
+    perm = np.asarray(positions)[np.random.default_rng((seed, int(epoch))).permutation(len(positions))]
+    return fixed_batches(perm, batch_size)
 
 
 def epoch_batches(source: Any, positions: np.ndarray, seed: int, epoch: int, batch_size: int):
@@ -220,5 +234,27 @@ def epoch_batches(source: Any, positions: np.ndarray, seed: int, epoch: int, bat
     return grain.MapDataset.range(len(order)).map(lambda b: read_batch(source, order[b], mask[b]))
 
 
+def ordered_batches(source: Any, batch_size: int, limit: int = 0):
+    """grain ``MapDataset`` of one pass over ``source`` in record order (the first
+    ``limit`` records when ``limit > 0``), in :func:`fixed_batches` of ``batch_size``."""
+    import grain
+
+    n = len(source) if limit <= 0 else min(int(limit), len(source))
+    order, mask = fixed_batches(np.arange(n, dtype=np.int64), batch_size)
+    return grain.MapDataset.range(len(order)).map(lambda b: read_batch(source, order[b], mask[b]))
+
+
+def normalize(x: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
+    """uint8 pixels ``[..., C]`` -> float32 ``(x / 255 - mean) / std`` (traceable; streamed
+    batches travel as uint8 and are normalised on the device).
+
+    Args:
+      x: uint8 ``[..., C]`` (a jax or NumPy array).
+      mean, std: per-channel statistics in [0, 1] units, ``C`` each.
+    """
+    return (jnp.asarray(x).astype(jnp.float32) / 255.0 - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
 __all__ = ["ArraySource", "BalancedPlan", "Batch", "CountingSource", "balanced_batches", "epoch_batches",
-           "epoch_order", "kept_positions", "read_batch", "read_rows"]
+           "epoch_order", "fixed_batches", "kept_positions", "normalize", "ordered_batches", "read_batch",
+           "read_rows"]

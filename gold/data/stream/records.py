@@ -15,9 +15,10 @@ A record is ``id`` (int64 little-endian, 8 bytes) + ``label`` (int32, 4 bytes) +
 uint8 pixels (``prod(shape)`` bytes, C order): decoding is one ``np.frombuffer``.
 
 Converters: :func:`convert_imagenet64_npz` (the downsampled-ImageNet release,
-``train_data_batch_{1..10}.npz`` or ``Imagenet64_train_part{1,2}.npz``, one batch file in
-memory at a time) and :func:`convert_tfds` (any tfds ``data_source``, e.g. a prepared
-``imagenet_resized/64x64``).
+``train_data_batch_{1..10}.npz`` or ``Imagenet64_train_part{1,2}.npz``, and ``val_data.npz``
+for ``split='val'``, one batch file in memory at a time) and :func:`convert_tfds` (any
+tfds ``data_source`` split, e.g. a prepared ``imagenet_resized/64x64`` ``train`` and
+``validation``).
 """
 
 from __future__ import annotations
@@ -215,26 +216,36 @@ class RecordSource:
 # -------------------------------------------------------------------------- converters
 IMAGENET64_BATCHES = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11))
 IMAGENET64_PARTS = ("Imagenet64_train_part1.npz", "Imagenet64_train_part2.npz")
+# split -> (its release sub-folder, the file sets of either release naming)
+IMAGENET64_SPLITS = {
+    "train": ("Imagenet64_train_npz", (IMAGENET64_BATCHES, IMAGENET64_PARTS)),
+    "val": ("Imagenet64_val_npz", (("val_data.npz",), ("Imagenet64_val.npz",))),
+}
 
 
-def imagenet64_batch_files(folder: str | os.PathLike) -> list[Path]:
-    """The downsampled-ImageNet training batch files under ``folder`` (either release
-    naming; also in an ``Imagenet64_train_npz`` subfolder), in order.
+def imagenet64_batch_files(folder: str | os.PathLike, split: str = "train") -> list[Path]:
+    """The downsampled-ImageNet batch files of ``split`` (``train``: the ten
+    ``train_data_batch_*`` or the two ``Imagenet64_train_part*``; ``val``: ``val_data.npz``
+    or ``Imagenet64_val.npz``) under ``folder`` (also in its ``Imagenet64_<split>_npz`` or
+    ``imagenet64`` subfolder), in order.
 
     Raises:
-      DatasetError: none found, or an incomplete set.
+      DatasetError: an unknown split, no files found, or an incomplete set.
     """
+    if split not in IMAGENET64_SPLITS:
+        raise DatasetError(f"downsampled ImageNet splits are {sorted(IMAGENET64_SPLITS)}, got {split!r}")
     folder = Path(folder)
-    for base in (folder, folder / "Imagenet64_train_npz", folder / "imagenet64"):
-        for names in (IMAGENET64_BATCHES, IMAGENET64_PARTS):
+    sub, naming = IMAGENET64_SPLITS[split]
+    for base in (folder, folder / sub, folder / "imagenet64"):
+        for names in naming:
             found = [base / n for n in names]
             present = [p for p in found if p.is_file()]
             if present and len(present) < len(found):
                 raise DatasetError(f"{base}: incomplete set, missing {[p.name for p in found if not p.is_file()]}")
             if present:
                 return found
-    raise DatasetError(f"{folder}: no {IMAGENET64_BATCHES[0]}..{IMAGENET64_BATCHES[-1]} or "
-                       f"{', '.join(IMAGENET64_PARTS)} (downsampled ImageNet 64x64 npz release)")
+    raise DatasetError(f"{folder}: no {' or '.join(', '.join(names) for names in naming)} "
+                       f"(downsampled ImageNet 64x64 npz release, {split} split)")
 
 
 def _imagenet64_batches(files: Sequence[Path]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -247,10 +258,12 @@ def _imagenet64_batches(files: Sequence[Path]) -> Iterator[tuple[np.ndarray, np.
         start += len(x)
 
 
-def convert_imagenet64_npz(src: str | os.PathLike, out: str | os.PathLike, *,
+def convert_imagenet64_npz(src: str | os.PathLike, out: str | os.PathLike, *, split: str = "train",
                            records_per_shard: int = 100_000) -> RecordIndex:
-    """Downsampled-ImageNet npz batches -> a record set (ids = official train order)."""
-    return write_records(out, _imagenet64_batches(imagenet64_batch_files(src)), num_classes=1000,
+    """Downsampled-ImageNet npz batches of ``split`` (``train`` | ``val``) -> a record set
+    (ids = the release's order within the split). The streamed pipeline evaluates on the
+    ``val`` set written to ``<train records>/val``."""
+    return write_records(out, _imagenet64_batches(imagenet64_batch_files(src, split)), num_classes=1000,
                          name="imagenet64", records_per_shard=records_per_shard)
 
 
@@ -258,7 +271,8 @@ def convert_tfds(tfds_name: str, out: str | os.PathLike, *, split: str = "train"
                  data_dir: str | None = None, batch: int = 1024, name: str = "imagenet64",
                  records_per_shard: int = 100_000) -> RecordIndex:
     """A prepared tfds dataset (random-access ``tfds.data_source``, e.g.
-    ``imagenet_resized/64x64``) -> a record set (ids = tfds record order)."""
+    ``imagenet_resized/64x64``) split -> a record set (ids = tfds record order). The
+    streamed pipeline evaluates on ``split='validation'`` written to ``<train records>/val``."""
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(tfds_name, data_dir=data_dir)
