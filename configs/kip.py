@@ -10,10 +10,13 @@ Run:
   python launch/distill.py --config=configs/kip.py:mnist,1 --workdir=/tmp/kip_mnist
 Paper (critical-samples Table 16): gamma(loss) of KIP (NN) at IPC 1: 70% / 50%.
 
-CPU-sized MNIST run (or `configs/kip.py:mnist,runlocal`):
-  python launch/distill.py --config=configs/kip.py:mnist --workdir=/tmp/kip_cpu \
-      --config.model.width=32 --config.batch_real=20 --config.iterations=300 \
-      --config.eval.augment=none
+CPU-sized MNIST run, hard labels (or `configs/kip.py:mnist,runlocal`):
+  python launch/distill.py --config=configs/kip.py:mnist,1,dc --workdir=/tmp/kip_cpu \
+      --config.model.width=32 --config.batch_real=10 --config.iterations=200 \
+      --config.lr_img=0.05 --config.eval.augment=none --config.eval.epochs=300
+  (measured 87.4 +- 0.6 on MNIST IPC 1 against the 50.5 random-real baseline and DM's
+  85.2 at 200 iterations, same evaluation; lr 0.05 rather than the paper's 0.01 for a
+  few hundred iterations, as RFAD: bench/notes/kernel.md)
 
 Hyper-parameters are declared once in `gold.distill.kip.KIPSettings` (KIP paper,
 "Experiment details": Adam; mean-centred one-hot labels; lr 0.01 for MNIST and 0.04

@@ -21,7 +21,8 @@ One ``step`` = one KIP iteration:
    only reverse mode is needed, so on CPU the network keeps the shifted convolution of
    ``gold.models.conv`` (batched matmuls; ``vmap`` of XLA's convolution derivatives
    lowers to grouped convolutions): MNIST IPC 1, width 32, 10 real images per class,
-   ~3.5 s per step against 116 s for the ``jvp`` route at 5 per class
+   ~3.5 s per step (load 8 on 2 cores) against 116 s (load 4) for the ``jvp`` route
+   at 5 per class
    (``bench/notes/kernel.md``);
 4. KRR predictions of the real batch from the support set (``gold.distill.krr``,
    ``lambda = reg * trace(K_ss) / S``, reg 1e-6) and the MSE loss
