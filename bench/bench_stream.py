@@ -4,6 +4,7 @@ ImageNet-64-shaped stream of 1,000 classes (generated pixels), against the kept 
 Run (2-core CPU sizes; numbers go to bench/notes/stream.md):
   python bench/bench_stream.py --workdir=/tmp/bench_stream
   python bench/bench_stream.py --workdir=/tmp/bench_stream --sections=memory
+  python bench/bench_stream.py --workdir=/tmp/bench_stream --sections=pipeline --per_class=20 --depth=3
 
 Sections (``--sections``, comma-separated):
 * ``loader``: images/s of class-balanced batches read from array_record shards (grain,
@@ -16,6 +17,14 @@ Sections (``--sections``, comma-separated):
   paper splits ImageNet DM into 4-20 groups), reading from the 1,000-class stream.
 * ``memory``: peak RSS of the same DM run (fixed selection: ``--fixed_kept`` per class) on
   generated datasets of ``--per_class`` and ``4 x --per_class`` images per class.
+* ``pipeline``: the whole ``launch/stream.py`` pipeline (``gold.experiments.streamed.run``,
+  ``configs/stream.py:imagenet64``) on the generated set and a generated held-out split of
+  ``--val_per_class`` images per class: selection (``--indicators``: the streamed loss
+  indicator, 1 trial x 1 epoch, or random) at ``--pipeline_ratio``, class-split DM (the
+  paper's groups at IPC 1) for ``--steps`` + 1 iterations, evaluation of ``--eval_models``
+  networks for ``--eval_epochs`` epochs tested on the streamed split; seconds per stage and
+  peak RSS, each run in its own process. Then the same random-selection run on a 4x larger
+  train and held-out set with the same number of kept images per class (memory flat in N).
 Every measurement prints one JSON line; ``--out`` collects them.
 """
 
@@ -127,10 +136,38 @@ def dm_run(args, folder: str, keep: int, ipc: int) -> dict:
             "device": jax.devices()[0].device_kind, "width": args.width, "depth": args.depth}
 
 
-def in_subprocess(args, folder: str, keep: int, ipc: int) -> dict:
-    cmd = [sys.executable, __file__, "--one", f"{folder}:{keep}:{ipc}", f"--classes={args.classes}",
-           f"--width={args.width}", f"--depth={args.depth}", f"--steps={args.steps}", f"--workdir={args.workdir}",
-           f"--group_classes={args.group_classes}"]
+def pipeline_run(args, folder: str, indicator: str, ratio: float) -> dict:
+    """One whole streamed pipeline run in this process (fresh workdir): seconds per stage,
+    accuracy and peak RSS."""
+    import jax
+
+    from gold.configs import stream as stream_config
+    from gold.experiments import streamed
+
+    config = stream_config.get_config("imagenet64")
+    config.model.width, config.model.depth = args.width, args.depth
+    config.stream.dir = folder
+    config.update(ipc=1, iterations=args.steps + 1)
+    config.selection.update(indicator=indicator, ratio=ratio)
+    config.utility.update(trials=1, epochs=1, depth=args.depth)
+    config.eval.update(num_models=args.eval_models, epochs=args.eval_epochs, test_batch_size=500)
+    workdir = os.path.join(args.workdir, "pipeline_run")
+    shutil.rmtree(workdir, ignore_errors=True)
+    r = streamed.run(config, workdir)
+    return {"indicator": indicator, "ratio": ratio, "num_samples": r["num_samples"], "num_real": r["num_real"],
+            "num_test": r["num_test"], "num_groups": r["num_groups"], "iterations": r["iterations"],
+            "selection_s": r["selection_seconds"], "distill_s": r["distill_seconds"], "eval_s": r["eval_seconds"],
+            "total_s": r["seconds"], "accuracy_mean": r["accuracy_mean"], "accuracy_std": r["accuracy_std"],
+            "eval_models": args.eval_models, "eval_epochs": args.eval_epochs, "peak_rss_mb": peak_rss_mb(),
+            "device": jax.devices()[0].device_kind, "width": args.width, "depth": args.depth}
+
+
+def in_subprocess(args, flag: str, value: str) -> dict:
+    """The JSON line of this script rerun with ``flag=value`` (one measurement, own process)."""
+    cmd = [sys.executable, __file__, f"{flag}={value}", f"--classes={args.classes}", f"--width={args.width}",
+           f"--depth={args.depth}", f"--steps={args.steps}", f"--workdir={args.workdir}",
+           f"--group_classes={args.group_classes}", f"--eval_models={args.eval_models}",
+           f"--eval_epochs={args.eval_epochs}"]
     line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     return json.loads(line)
 
@@ -151,12 +188,22 @@ def main() -> None:
                         "iteration is the sum over groups)")
     p.add_argument("--loader_steps", type=int, default=20)
     p.add_argument("--fixed_kept", type=int, default=5)
+    p.add_argument("--val_per_class", type=int, default=5, help="pipeline: held-out images per class")
+    p.add_argument("--indicators", default="loss,random", help="pipeline: selection indicators timed")
+    p.add_argument("--pipeline_ratio", type=float, default=0.1)
+    p.add_argument("--eval_models", type=int, default=2)
+    p.add_argument("--eval_epochs", type=int, default=20)
     p.add_argument("--out", default="")
     p.add_argument("--one", default="", help=argparse.SUPPRESS)
+    p.add_argument("--one_pipeline", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         folder, keep, ipc = args.one.rsplit(":", 2)
         print(json.dumps(dm_run(args, folder, int(keep), int(ipc))))
+        return
+    if args.one_pipeline:
+        folder, indicator, ratio = args.one_pipeline.rsplit(":", 2)
+        print(json.dumps(pipeline_run(args, folder, indicator, float(ratio))))
         return
     os.makedirs(args.workdir, exist_ok=True)
     rows = []
@@ -174,12 +221,21 @@ def main() -> None:
         for ratio in (float(r) for r in args.ratios.split(",")):
             keep = max(1, int(round(ratio * args.per_class)))
             for ipc in (int(i) for i in args.ipcs.split(",")):
-                emit({"what": "dm", "ratio": ratio, **in_subprocess(args, folder, keep, ipc)})
+                emit({"what": "dm", "ratio": ratio, **in_subprocess(args, "--one", f"{folder}:{keep}:{ipc}")})
     if "memory" in sections:
         for per_class in (args.per_class, 4 * args.per_class):
             folder = generate(os.path.join(args.workdir, f"rec_{per_class}"), args.classes, per_class)
             emit({"what": "memory", "dataset_images": args.classes * per_class,
-                  **in_subprocess(args, folder, args.fixed_kept, 1)})
+                  **in_subprocess(args, "--one", f"{folder}:{args.fixed_kept}:1")})
+    if "pipeline" in sections:
+        keep = max(1, int(round(args.pipeline_ratio * args.per_class)))
+        runs = [(1, indicator) for indicator in args.indicators.split(",")] + [(4, "random")]
+        for scale, indicator in runs:
+            per_class = scale * args.per_class
+            folder = generate(os.path.join(args.workdir, f"rec_{per_class}"), args.classes, per_class)
+            generate(os.path.join(folder, "val"), args.classes, scale * args.val_per_class, seed=1)
+            emit({"what": "pipeline", **in_subprocess(args, "--one_pipeline",
+                                                       f"{folder}:{indicator}:{keep / per_class}")})
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
