@@ -5,7 +5,8 @@
 #   GOLD_DATA_DIR=../shared/data bash bench/table16.sh OUT DATASET [names...]
 # DATASET: mnist | cifar10_jpeg. Names: <method>_<kept>, method in cafe linba haba,
 # kept in loss10 rand10 loss30 rand30 full; plus "base" (random-real IPC 1, the CAFE /
-# DC evaluation) and "linba_base" (random-real at LinBa's evaluation preset). Default:
+# DC evaluation), "linba_base" (random-real at LinBa's evaluation preset) and
+# "probe<lr>" (HaBa stability probe at lr_hallucinator <lr>, e.g. probe100). Default:
 # every loss/random run (12), then base, then the three full runs.
 # Loss scores: UTILITY=path/to/utility.npz (default /tmp/bench_runs/utility_mnist or
 # utility_c10 /utility.npz, launch/utility.py with configs/utility.py:<dataset>).
@@ -41,8 +42,11 @@ LINBA="--config=configs/linba.py:$DATASET $W32 --config.iterations=15 --config.u
   --config.minibatch_per_class=10 --config.lr_img=1.0 --config.log_every=5 --config.checkpoint_every=5"
 HABA="--config=configs/haba.py:$DATASET --config.model.width=32 $EVAL --config.iterations=20 \
   --config.lr_hallucinator=$HLR --config.log_every=5 --config.checkpoint_every=5"
-BUFFER="--config=configs/buffer.py:$DATASET --config.model.width=32 --config.num_experts=2 \
-  --config.epochs=3 --config.experts_per_chunk=1"
+# Expert buffers: 3 epochs each; 2 experts on 10% of the data, 1 on 30% / full (CPU time;
+# both runs of a pair use the same buffer settings).
+BUFFER="--config=configs/buffer.py:$DATASET --config.model.width=32 --config.epochs=3 \
+  --config.experts_per_chunk=1"
+experts() { case $1 in *10) echo "${BUFFER_EXPERTS:-2}" ;; *) echo "${BUFFER_EXPERTS:-1}" ;; esac; }
 sel() {  # kept -> selection flags
   case $1 in
     loss10) echo "--config.selection.indicator=loss --config.selection.ratio=0.1 --config.selection.utility_path=$U" ;;
@@ -53,6 +57,9 @@ sel() {  # kept -> selection flags
   esac
 }
 mkdir -p "$OUT/$DATASET"
+# Runs of a pair (loss / random kept) compile the same programs: share XLA executables.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/jax_cache}
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-2}
 run() {  # name, command...
   local name=$1; shift
   local dir="$OUT/$DATASET/$name" cmd="$*"
@@ -75,8 +82,17 @@ for name in $NAMES; do
     cafe_*) run "$name" $D $CAFE $(sel "$kept") ${EXTRA:-} ;;
     linba_*) run "$name" $D $LINBA $(sel "$kept") ${EXTRA:-} ;;
     haba_*)
-      run "buffer_$kept" nice -n 5 python launch/buffer.py $BUFFER $(sel "$kept")
+      run "buffer_$kept" nice -n 5 python launch/buffer.py $BUFFER --config.num_experts=$(experts "$kept") \
+        $(sel "$kept")
       run "$name" $D $HABA --config.buffer_dir="$OUT/$DATASET/buffer_$kept" $(sel "$kept") ${EXTRA:-} ;;
+    probe*)  # HaBa stability probe (bench/notes/haba.md): 5 iterations at lr_hallucinator
+      # ${name#probe} on the rand10 buffer; the guard stops the run once a decoded pixel
+      # exceeds 3x the largest real one (the log names the iteration and the value).
+      run buffer_rand10 nice -n 5 python launch/buffer.py $BUFFER --config.num_experts=$(experts rand10) \
+        $(sel rand10)
+      run "$name" $D $HABA --config.buffer_dir="$OUT/$DATASET/buffer_rand10" $(sel rand10) \
+        --config.lr_hallucinator=${name#probe} --config.iterations=5 --config.log_every=1 \
+        --config.max_abs_ratio=3 --config.eval.num_models=1 --config.eval.epochs=1 ;;
     *) echo "unknown run $name"; exit 2 ;;
   esac
 done
