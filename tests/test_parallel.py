@@ -271,17 +271,24 @@ RUN_CONFIG = {"model.width": 8, "batch_real": 16, "dsa_strategy": "none", "itera
               "data.test_per_class": 5, "eval.num_models": 3, "eval.epochs": 2, "eval.model": "mlp"}
 
 
+def run_on_four_devices(script: str, *args: str, xla_flags: str = "", timeout: int = 900) -> dict:
+    """Run the Python source ``script`` (with ``args`` as ``sys.argv[1:]``) in a
+    subprocess with 4 forced CPU devices (and ``xla_flags`` added to ``XLA_FLAGS``) and
+    return the JSON it prints after ``RESULT `` on its last such line."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {xla_flags}".strip(),
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
 @pytest.fixture(scope="module")
 def four_devices(tmp_path_factory):
     """The subprocess's measurements (JSON) and the loop's 4-device workdir."""
     workdir = str(tmp_path_factory.mktemp("run4"))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-           "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES, workdir, json.dumps(RUN_CONFIG)],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):]), workdir
+    return run_on_four_devices(FOUR_DEVICES, workdir, json.dumps(RUN_CONFIG)), workdir
 
 
 def test_four_device_mesh(four_devices):

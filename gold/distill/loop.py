@@ -21,15 +21,16 @@
 6. **Final evaluation and artifacts**: ``result.json``, ``synthetic.npz`` (self-
    describing, :func:`gold.distill.load_synthetic`), ``synthetic.png``.
 
-On several devices (``config.mesh``, :mod:`gold.parallel`) the jitted chunk takes
-explicit ``in_shardings`` / ``out_shardings`` on the run's mesh (state and real data
-replicated) and runs as one program per device (``parallel.replicated_program``): the
-per-class loop of DC / DSA / DM is split along the ``class`` axis (:func:`step_mesh`),
-everything else is computed on every device; the evaluation splits its K networks
-along the ``model`` axis; one device runs the plain program. Every log line carries the
-devices' memory (``device_memory_mb``, :func:`gold.parallel.device_memory`). On several
-hosts (``gold.parallel.initialize_distributed``) every process runs the same program and
-only process 0 writes the workdir's files (orbax coordinates the checkpoints).
+On several devices (``config.mesh``, :mod:`gold.parallel`) the jitted chunk
+(:func:`chunk_program`) takes explicit ``in_shardings`` / ``out_shardings`` on the run's
+mesh (state and real data replicated) and runs as one program per device
+(``parallel.replicated_program``): the per-class loop of DC / DSA / DM is split along
+the ``class`` axis (:func:`step_mesh`), everything else is computed on every device;
+the evaluation splits its K networks along the ``model`` axis; one device runs the
+plain program. Every log line carries the devices' memory (``device_memory_mb``,
+:func:`gold.parallel.device_memory`). On several hosts
+(``gold.parallel.initialize_distributed``) every process runs the same program and only
+process 0 writes the workdir's files (orbax coordinates the checkpoints).
 
 Randomness comes from named streams of ``gold.rng`` and step ``i`` uses
 ``step_key(steps, i)``; the state is checkpointed completely, so a run killed at any
@@ -140,6 +141,43 @@ def chunk_end(done: int, iterations: int, *cadences: int) -> int:
     return min(e for e in ends if e > done)
 
 
+def chunk_program(algo: common.Algorithm, mesh: Optional[jax.sharding.Mesh], state: common.DistillState,
+                  steps_key: jax.Array, real: common.RealData, max_abs: float = float("inf"),
+                  ) -> tuple[Any, common.DistillState, jax.Array, common.RealData]:
+    """The loop's single jit site: ``engine.advance`` of ``algo`` compiled for ``mesh``,
+    and its arguments placed there.
+
+    A trivial mesh (None, one device) gives the plain jitted program. Otherwise the
+    program takes explicit ``in_shardings`` / ``out_shardings`` on ``mesh`` (state, key
+    and real data replicated; nothing is copied per device by hand) and runs as one
+    program per device (``parallel.replicated_program``): the per-class loop of DC / DSA
+    / DM is split along ``class``, everything else is computed on every device.
+
+    Args:
+      algo: the algorithm.
+      mesh: the steps' mesh (:func:`step_mesh`) or None.
+      state: the state to continue from (donated at the first call).
+      steps_key: the run's ``steps`` stream.
+      real: the selected real data (``[N, H, W, C]`` images, ``[N]`` labels).
+      max_abs: bound on the decoded pixels (``engine.advance``).
+
+    Returns:
+      ``(advance, state, steps_key, real)``, the last three placed on ``mesh``;
+      ``advance(state, steps_key, real, stop)`` (``stop``: int32) returns ``(state,
+      engine.Progress)`` after the steps up to ``stop``.
+    """
+    step_fn = functools.partial(engine.advance, algo, max_abs=max_abs)
+    if parallel.is_trivial(mesh):
+        return jax.jit(step_fn, donate_argnums=0), state, steps_key, real
+    on_mesh = parallel.replicated(mesh)
+    state, steps_key = parallel.replicate(state, mesh), parallel.replicate(steps_key, mesh)
+    real = parallel.place_real(real, mesh)
+    advance = jax.jit(parallel.replicated_program(step_fn, mesh, 4),
+                      in_shardings=(on_mesh, on_mesh, parallel.shardings_of(real), on_mesh),
+                      out_shardings=on_mesh, donate_argnums=0)
+    return advance, state, steps_key, real
+
+
 def run(config: Any, workdir: str, dataset: Optional[gdata.Dataset] = None) -> dict:
     """Distil ``config.data`` with ``config.algorithm``; write the artifacts; return
     ``result.json``'s content. ``dataset``: the data to distil instead of loading
@@ -247,16 +285,7 @@ def run(config: Any, workdir: str, dataset: Optional[gdata.Dataset] = None) -> d
 
     # --- steps --------------------------------------------------------------------
     max_abs = float(config.get("max_abs_ratio", DEFAULT_MAX_ABS_RATIO)) * float(np.max(np.abs(real.x)))
-    step_fn = functools.partial(engine.advance, algo, max_abs=max_abs)
-    if parallel.is_trivial(mesh):
-        advance = jax.jit(step_fn, donate_argnums=0)
-    else:  # explicit placement on the mesh; nothing is copied per device by hand
-        on_mesh = parallel.replicated(mesh)
-        state, k_steps = parallel.replicate(state, mesh), parallel.replicate(k_steps, mesh)
-        real = parallel.place_real(real, mesh)
-        advance = jax.jit(parallel.replicated_program(step_fn, mesh, 4),
-                          in_shardings=(on_mesh, on_mesh, parallel.shardings_of(real), on_mesh),
-                          out_shardings=on_mesh, donate_argnums=0)
+    advance, state, k_steps, real = chunk_program(algo, mesh, state, k_steps, real, max_abs)
     log_every = max(1, int(config.get("log_every", 10)))
     eval_every = int(config.get("eval_every", 0) or 0)
     ckpt_every = int(config.get("checkpoint_every", 0) or 0)
@@ -356,5 +385,5 @@ def run(config: Any, workdir: str, dataset: Optional[gdata.Dataset] = None) -> d
     return result
 
 
-__all__ = ["HARMLESS_FIELDS", "check_resumable", "chunk_end", "finished_result", "load_data", "run",
-           "select_real"]
+__all__ = ["HARMLESS_FIELDS", "check_resumable", "chunk_end", "chunk_program", "finished_result",
+           "load_data", "run", "select_real", "step_mesh"]
