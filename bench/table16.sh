@@ -29,9 +29,12 @@ case $DATASET in
   cifar10_jpeg) U=${UTILITY:-/tmp/bench_runs/utility_c10/utility.npz}; MODELS=${MODELS:-3} ;;
   *) echo "unknown dataset $DATASET"; exit 2 ;;
 esac
-# lr_hallucinator per dataset: MNIST 0.1 (configs/haba.py); cifar10_jpeg from the
-# stability probe of bench/notes/haba.md.
-HLR=${HABA_LR_HALLUCINATOR:-$([ "$DATASET" = mnist ] && echo 0.1 || echo 1.0)}
+# HaBa learning rates per dataset: MNIST lr_img 100, lr_hallucinator 0.1 (configs/haba.py);
+# cifar10_jpeg (ZCA) lr_img 10, lr_hallucinator 0.01, the only pair of the stability probe
+# of bench/notes/haba.md that kept the decoded pixels within 3x the real ones for 5
+# iterations (the config's 100 / 100 reach 8.5e6 after one).
+HLR=${HABA_LR_HALLUCINATOR:-$([ "$DATASET" = mnist ] && echo 0.1 || echo 0.01)}
+HLR_IMG=${HABA_LR_IMG:-$([ "$DATASET" = mnist ] && echo 100 || echo 10)}
 D="nice -n 5 python launch/distill.py"
 EVAL="--config.eval.epochs=${EVAL_EPOCHS:-100} --config.eval.num_models=$MODELS --config.eval.max_test=${MAX_TEST:-2000}"
 W32="--config.model.width=32 --config.batch_real=64 --config.eval.augment=none $EVAL"
@@ -41,7 +44,7 @@ CAFE="--config=configs/cafe.py:$DATASET $W32 --config.iterations=10 --config.ini
 LINBA="--config=configs/linba.py:$DATASET $W32 --config.iterations=15 --config.unroll_steps=10 \
   --config.minibatch_per_class=10 --config.lr_img=1.0 --config.log_every=5 --config.checkpoint_every=5"
 HABA="--config=configs/haba.py:$DATASET --config.model.width=32 $EVAL --config.iterations=20 \
-  --config.lr_hallucinator=$HLR --config.log_every=5 --config.checkpoint_every=5"
+  --config.lr_img=$HLR_IMG --config.lr_hallucinator=$HLR --config.log_every=5 --config.checkpoint_every=5"
 # Expert buffers: 3 epochs each; 2 experts on 10% of the data, 1 on 30% / full (CPU time;
 # both runs of a pair use the same buffer settings).
 BUFFER="--config=configs/buffer.py:$DATASET --config.model.width=32 --config.epochs=3 \
@@ -86,13 +89,13 @@ for name in $NAMES; do
         $(sel "$kept")
       run "$name" $D $HABA --config.buffer_dir="$OUT/$DATASET/buffer_$kept" $(sel "$kept") ${EXTRA:-} ;;
     probe*)  # HaBa stability probe (bench/notes/haba.md): 5 iterations at lr_hallucinator
-      # ${name#probe} on the rand10 buffer; the guard stops the run once a decoded pixel
+      # ${name#probe} (lr_img: HABA_LR_IMG or the default above) on the rand10 buffer; the guard stops the run once a decoded pixel
       # exceeds 3x the largest real one (the log names the iteration and the value).
       run buffer_rand10 nice -n 5 python launch/buffer.py $BUFFER --config.num_experts=$(experts rand10) \
         $(sel rand10)
       run "$name" $D $HABA --config.buffer_dir="$OUT/$DATASET/buffer_rand10" $(sel rand10) \
         --config.lr_hallucinator=${name#probe} --config.iterations=5 --config.log_every=1 \
-        --config.max_abs_ratio=3 --config.eval.num_models=1 --config.eval.epochs=1 ;;
+        --config.max_abs_ratio=3 --config.eval.num_models=1 --config.eval.epochs=1 ${EXTRA:-} ;;
     *) echo "unknown run $name"; exit 2 ;;
   esac
 done
