@@ -5,6 +5,8 @@ Run (2-core CPU sizes; numbers go to bench/notes/stream.md):
   python bench/bench_stream.py --workdir=/tmp/bench_stream
   python bench/bench_stream.py --workdir=/tmp/bench_stream --sections=memory
   python bench/bench_stream.py --workdir=/tmp/bench_stream --sections=pipeline --per_class=20 --depth=3
+  python bench/bench_stream.py --workdir=/tmp/bench_stream --sections=video_pipeline --classes=16 \
+      --per_class=10 --val_per_class=2 --pipeline_ratio=0.5 --width=16 --depth=4 --eval_epochs=5
 
 Sections (``--sections``, comma-separated):
 * ``loader``: images/s of class-balanced batches read from array_record shards (grain,
@@ -25,6 +27,10 @@ Sections (``--sections``, comma-separated):
   networks for ``--eval_epochs`` epochs tested on the streamed split; seconds per stage and
   peak RSS, each run in its own process. Then the same random-selection run on a 4x larger
   train and held-out set with the same number of kept images per class (memory flat in N).
+* ``video_pipeline``: the same pipeline (``configs/stream.py:kinetics400``, ConvNet + GRU,
+  no DSA, the paper's 8 class groups at IPC 1) on a generated clip folder of ``--classes``
+  classes x ``--per_class`` clips (and ``--val_per_class`` held-out clips) of 16 frames
+  of 64x64, decoded to 8 frames, random selection at ``--pipeline_ratio``.
 Every measurement prints one JSON line; ``--out`` collects them.
 """
 
@@ -64,6 +70,20 @@ def generate(folder: str, classes: int, per_class: int, seed: int = 0) -> str:
     return folder
 
 
+def generate_clips(root: str, split: str, classes: int, per_class: int, raw: tuple[int, ...],
+                   seed: int = 0) -> str:
+    """``<root>/<split>/c<class>/<j>.npy``: uniform-random uint8 clips of shape ``raw``
+    ``[T, H, W, C]`` (cached: an existing split folder is kept). Returns ``root``."""
+    if os.path.isdir(os.path.join(root, split)):
+        return root
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        os.makedirs(os.path.join(root, split, f"c{c:03d}"))
+        for j in range(per_class):
+            np.save(os.path.join(root, split, f"c{c:03d}", f"{j}.npy"), rng.integers(0, 256, raw, dtype=np.uint8))
+    return root
+
+
 def kept_ids(labels: np.ndarray, classes: int, per_class: int) -> np.ndarray:
     """The first ``per_class`` ids of every class (a fixed class-wise selection)."""
     return np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(classes)]))
@@ -90,14 +110,7 @@ def loader(args) -> list[dict]:
         n = sum(len(b.y) for b in ds)
         out.append({"what": "loader_images", "threads": threads, "images": n,
                     "images_per_s": n / (time.perf_counter() - t)})
-    root = os.path.join(args.workdir, "clips")
-    if not os.path.isdir(root):
-        rng = np.random.default_rng(0)
-        for c in range(20):
-            os.makedirs(os.path.join(root, "train", f"c{c:03d}"))
-            for j in range(5):
-                np.save(os.path.join(root, "train", f"c{c:03d}", f"{j}.npy"),
-                        rng.integers(0, 256, (64, 128, 128, 3), dtype=np.uint8))
+    root = generate_clips(os.path.join(args.workdir, "clips"), "train", 20, 5, (64, 128, 128, 3))
     cache = os.path.join(args.workdir, "clip_cache")
     shutil.rmtree(cache, ignore_errors=True)  # the first pass decodes every clip
     for label in ("decode", "cache"):
@@ -136,25 +149,26 @@ def dm_run(args, folder: str, keep: int, ipc: int) -> dict:
             "device": jax.devices()[0].device_kind, "width": args.width, "depth": args.depth}
 
 
-def pipeline_run(args, folder: str, indicator: str, ratio: float) -> dict:
-    """One whole streamed pipeline run in this process (fresh workdir): seconds per stage,
-    accuracy and peak RSS."""
+def pipeline_run(args, folder: str, indicator: str, ratio: float, dataset: str) -> dict:
+    """One whole streamed pipeline run of ``configs/stream.py:<dataset>`` in this process
+    (fresh workdir): seconds per stage, accuracy and peak RSS."""
     import jax
 
     from gold.configs import stream as stream_config
     from gold.experiments import streamed
 
-    config = stream_config.get_config("imagenet64")
+    config = stream_config.get_config(dataset)
     config.model.width, config.model.depth = args.width, args.depth
     config.stream.dir = folder
     config.update(ipc=1, iterations=args.steps + 1)
     config.selection.update(indicator=indicator, ratio=ratio)
     config.utility.update(trials=1, epochs=1, depth=args.depth)
-    config.eval.update(num_models=args.eval_models, epochs=args.eval_epochs, test_batch_size=500)
+    config.eval.update(num_models=args.eval_models, epochs=args.eval_epochs,
+                       test_batch_size=min(500, config.eval.test_batch_size))
     workdir = os.path.join(args.workdir, "pipeline_run")
     shutil.rmtree(workdir, ignore_errors=True)
     r = streamed.run(config, workdir)
-    return {"indicator": indicator, "ratio": ratio, "num_samples": r["num_samples"], "num_real": r["num_real"],
+    return {"dataset": dataset, "indicator": indicator, "ratio": ratio, "num_samples": r["num_samples"], "num_real": r["num_real"],
             "num_test": r["num_test"], "num_groups": r["num_groups"], "iterations": r["iterations"],
             "selection_s": r["selection_seconds"], "distill_s": r["distill_seconds"], "eval_s": r["eval_seconds"],
             "total_s": r["seconds"], "accuracy_mean": r["accuracy_mean"], "accuracy_std": r["accuracy_std"],
@@ -202,8 +216,8 @@ def main() -> None:
         print(json.dumps(dm_run(args, folder, int(keep), int(ipc))))
         return
     if args.one_pipeline:
-        folder, indicator, ratio = args.one_pipeline.rsplit(":", 2)
-        print(json.dumps(pipeline_run(args, folder, indicator, float(ratio))))
+        folder, indicator, ratio, dataset = args.one_pipeline.rsplit(":", 3)
+        print(json.dumps(pipeline_run(args, folder, indicator, float(ratio), dataset)))
         return
     os.makedirs(args.workdir, exist_ok=True)
     rows = []
@@ -235,7 +249,13 @@ def main() -> None:
             folder = generate(os.path.join(args.workdir, f"rec_{per_class}"), args.classes, per_class)
             generate(os.path.join(folder, "val"), args.classes, scale * args.val_per_class, seed=1)
             emit({"what": "pipeline", **in_subprocess(args, "--one_pipeline",
-                                                       f"{folder}:{indicator}:{keep / per_class}")})
+                                                       f"{folder}:{indicator}:{keep / per_class}:imagenet64")})
+    if "video_pipeline" in sections:
+        root = os.path.join(args.workdir, "pipeline_clips")
+        generate_clips(root, "train", args.classes, args.per_class, (16, 64, 64, 3))
+        generate_clips(root, "val", args.classes, args.val_per_class, (16, 64, 64, 3), seed=1)
+        emit({"what": "video_pipeline", **in_subprocess(args, "--one_pipeline",
+                                                         f"{root}:random:{args.pipeline_ratio}:kinetics400")})
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

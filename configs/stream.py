@@ -54,6 +54,8 @@ def get_config(arg: str = "imagenet64") -> ml_collections.ConfigDict:
     if not paper["dsa"]:  # clips: no DSA in the distillation nor in the evaluation
         config.dsa_strategy = "none"
         config.eval.augment = "none"
+    if config.model.name == "convnet_gru":  # a test batch of ~1,000 frames, as 1,000 images
+        config.eval.test_batch_size = 128
     config.stream = ml_collections.ConfigDict({
         "dir": "",            # record set (imagenet64) or clip folder root (kinetics400)
         "frames": 8,          # clips: frames per decoded clip

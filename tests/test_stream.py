@@ -148,6 +148,7 @@ def test_ordered_batches_pass_once_in_record_order(records):
     np.testing.assert_array_equal(np.concatenate([b.ids for b in batches])[mask > 0], ids)
     np.testing.assert_array_equal(np.concatenate([b.x for b in batches])[mask > 0], x)
     assert mask.sum() == 40 and [len(b.y) for b in gs.ordered_batches(src, 16, limit=20)] == [16, 16]
+    assert [len(b.y) for b in gs.ordered_batches(src, 64)] == [40]  # one batch of all, no padding
 
 
 # ------------------------------------------------------------------------------ video

@@ -14,6 +14,7 @@ from gold import nn as gnn
 from gold.configs import dm as dm_config
 from gold.configs import mtt as mtt_config
 from gold.data import stream as gs
+from gold.distill import artifacts
 from gold.distill import buffer as gbuf
 from gold.distill import common
 from gold.distill import mtt
@@ -92,6 +93,19 @@ def test_dsa_on_clips_is_an_error_and_video_configs_do_not_ask_for_it():
     protocol = gev.EvalProtocol(model="convnet_gru", augment="dsa", dsa_strategy="crop")
     with pytest.raises(ValueError, match="eval.augment=none"):
         gev.train_networks(protocol, K, jax.random.split(jax.random.key(0), 1), real.x, real.y, jnp.float32(0.01))
+
+
+def test_synthetic_png_shows_the_frames_of_each_clip(tmp_path):
+    x = np.zeros((K, *CLIP), np.float32)
+    x[:, :, :, :, 0] = np.arange(T)[None, :, None, None]  # frame t: red = t in normalised units
+    syn = artifacts.SyntheticSet(x, np.arange(K), None, "kinetics400", K, (), 1, "dm", (0.0,) * 3, (1.0 / T,) * 3,
+                                 True, None, gev.EvalProtocol(), {})
+    strip = artifacts.frames_side_by_side(syn.to_pixels())
+    assert strip.shape == (K, HW, T * HW, 3)
+    np.testing.assert_allclose(strip[:, :, :, 0], np.repeat(np.arange(T) / T, HW)[None, None, :].repeat(HW, 1)
+                               .repeat(K, 0))
+    artifacts.save_png(str(tmp_path / "s.png"), syn)
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_mtt_objective_on_clips_lowers_its_loss():

@@ -220,6 +220,13 @@ def _fit_label(name: str, width_px: float, char_px: float) -> str:
     return name if len(name) <= room else name[: room - 1] + "\u2026"
 
 
+def frames_side_by_side(clips: np.ndarray) -> np.ndarray:
+    """Clips ``[M, T, H, W, C]`` as images ``[M, H, T * W, C]``: frame ``t`` in columns
+    ``[t * W, (t + 1) * W)``."""
+    m, t, h, w, c = clips.shape
+    return clips.transpose(0, 2, 1, 3, 4).reshape(m, h, t * w, c)
+
+
 def save_png(path: str, syn: SyntheticSet, scale: int = 0, classes_per_row: int = 10,
              images_per_column: int = 10) -> None:
     """``synthetic.png``: the de-normalised set, classes as labelled columns (matplotlib,
@@ -229,15 +236,19 @@ def save_png(path: str, syn: SyntheticSet, scale: int = 0, classes_per_row: int 
     ``classes_per_row`` classes the columns wrap into a new row (CIFAR-100: 10 rows of
     10 classes); a class with more than ``images_per_column`` images gets more columns.
     ``scale`` = screen pixels per image pixel (0: automatic, images at least 64 pixels
-    wide so small images stay visible). Grey and RGB sets, any IPC.
+    wide so small images stay visible). Grey and RGB sets, any IPC; a clip ``[T, H, W, C]``
+    is shown as its T frames side by side.
     """
     from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend
 
-    h, w = syn.x.shape[1:3]
+    pixels = syn.to_pixels()
+    if pixels.ndim == 5:
+        pixels = frames_side_by_side(pixels)
+    w = pixels.shape[2]
     scale = scale if scale > 0 else max(1, -(-64 // max(w, 1)))
     font_px = 11.0  # 8 pt at 100 dpi
     label_height = int(-(-(font_px + 4) // scale))
-    grid = image_grid(syn.to_pixels(), syn.y, syn.num_classes, classes_per_row=classes_per_row,
+    grid = image_grid(pixels, syn.y, syn.num_classes, classes_per_row=classes_per_row,
                       images_per_column=images_per_column, label_height=label_height)
     title_px = 22
     gh, gw = grid.image.shape[:2]
@@ -256,4 +267,5 @@ def save_png(path: str, syn: SyntheticSet, scale: int = 0, classes_per_row: int 
     fig.savefig(path, dpi=dpi)
 
 
-__all__ = ["ImageGrid", "SyntheticSet", "image_grid", "load_synthetic", "save_png", "save_synthetic"]
+__all__ = ["ImageGrid", "SyntheticSet", "frames_side_by_side", "image_grid", "load_synthetic", "save_png",
+           "save_synthetic"]

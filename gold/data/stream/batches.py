@@ -236,11 +236,12 @@ def epoch_batches(source: Any, positions: np.ndarray, seed: int, epoch: int, bat
 
 def ordered_batches(source: Any, batch_size: int, limit: int = 0):
     """grain ``MapDataset`` of one pass over ``source`` in record order (the first
-    ``limit`` records when ``limit > 0``), in :func:`fixed_batches` of ``batch_size``."""
+    ``limit`` records when ``limit > 0``), in :func:`fixed_batches` of ``batch_size`` (of
+    all of them when fewer)."""
     import grain
 
     n = len(source) if limit <= 0 else min(int(limit), len(source))
-    order, mask = fixed_batches(np.arange(n, dtype=np.int64), batch_size)
+    order, mask = fixed_batches(np.arange(n, dtype=np.int64), min(int(batch_size), n))
     return grain.MapDataset.range(len(order)).map(lambda b: read_batch(source, order[b], mask[b]))
 
 
