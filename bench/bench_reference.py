@@ -14,7 +14,8 @@ Usage::
 
     python bench/bench_reference.py --reference-dir=/path/to/DatasetCondensation \
         --sections=dc1,dc10,dsa1,dm1,dm10,eval_mnist,eval_dsa --reps=3
-    python bench/bench_reference.py --reference-dir=... --sections=run_dc  # whole run
+    python bench/bench_reference.py --reference-dir=... --sections=run_dc,run_dsa,run_dm  # whole runs
+    python bench/bench_reference.py --reference-dir=... --sections=parity  # same numbers?
 
 Sections (MNIST, ConvNetD3 width ``--width`` (128), ``--batch-real`` (256) real images
 per class, noise init as the reference's default):
@@ -28,9 +29,22 @@ per class, noise init as the reference's default):
   K=1 and K=``--eval-models`` (vmapped) networks, the reference K=1 (it is sequential:
   K networks cost K times one);
 * ``eval_dsa``: the same under the DSA evaluation protocol;
-* ``run_dc``: a whole run (``--run-iterations`` DC iterations + ``--eval-models``
-  networks): the reference's loop in-process, gold's ``launch/distill.py`` in a
-  subprocess (its wall time includes start-up and compilation, as a user sees it).
+* ``run_dc`` / ``run_dsa`` / ``run_dm``: a whole run at IPC ``--run-ipc`` (1):
+  ``--run-iterations`` (200) iterations of the method, then ``--eval-models`` (5)
+  evaluation networks under the method's protocol (DC: the DC MNIST protocol, noise
+  init, ``main.py``; DSA: ``main.py --method DSA``, DSA evaluation, noise init; DM:
+  ``main_DM.py``, real init, lr 1.0, DSA evaluation). The reference's loop runs
+  in-process (distillation and evaluation timed apart), gold's ``launch/distill.py``
+  (``configs/{dc,dsa,dm}.py:mnist``) in a subprocess, so its wall time includes start-up
+  and compilation, as a user sees it. Both accuracies (mean +- std over the networks)
+  and their difference are reported: "equal accuracy" is a difference within 1 point
+  (with 5 networks each, the standard error of a difference is ~0.4-0.7 points).
+  ``--eval-epochs`` shortens the evaluation on both sides for a quick check of the
+  harness (e.g. ``--run-iterations=2 --eval-models=1 --eval-epochs=20 --width=16``).
+* ``parity``: the same numbers? The reference's ``ConvNet`` (float64, width 16) with
+  its weights copied into gold's ConvNet: logits, embeddings, the DC matching loss of
+  one class (``utils.match_loss``) and its gradient w.r.t. the synthetic images, and
+  the DM loss; relative differences.
 
 Each rep runs the reference then gold (then the reference ...), so both see the same
 machine state; the report gives medians, the ratio gold / reference, the CPU model,
@@ -56,7 +70,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-SECTIONS = ("dc1", "dc10", "dsa1", "dm1", "dm10", "eval_mnist", "eval_dsa", "run_dc")
+SECTIONS = ("dc1", "dc10", "dsa1", "dm1", "dm10", "eval_mnist", "eval_dsa", "run_dc", "run_dsa", "run_dm",
+            "parity")
+RUN_CONFIGS = {"DC": "configs/dc.py:mnist", "DSA": "configs/dsa.py:mnist", "DM": "configs/dm.py:mnist"}
 DIGIT_DSA = "color_crop_cutout_scale_rotate"  # gold's DSA strategy for digits (no flip)
 
 
@@ -117,7 +133,8 @@ def reference_args(ref, *, ipc: int, method: str, batch_real: int, dsa_strategy:
     args = types.SimpleNamespace(
         method=method, ipc=ipc, device="cpu", dis_metric="ours", lr_img=0.1, lr_net=0.01,
         batch_real=batch_real, batch_train=256, outer_loop=outer, inner_loop=inner,
-        dsa=(method == "DSA"), dsa_strategy=dsa_strategy, dsa_param=ref.utils.ParamDiffAug(),
+        dsa=(method in ("DSA", "DM")),  # main_DM.py: DSA on unless the strategy is 'none'
+        dsa_strategy=dsa_strategy, dsa_param=ref.utils.ParamDiffAug(),
         epoch_eval_train=epochs, dc_aug_param=None)
     if aug == "dc_mnist":
         args.dc_aug_param = ref.utils.get_daparam("MNIST", "ConvNet", "ConvNet", ipc)
@@ -147,14 +164,19 @@ def _torch():
 
 class ReferenceRun:
     """The reference's distillation state on MNIST: real images by class and the
-    synthetic images with their SGD(momentum 0.5) optimiser, as ``main.py`` holds them."""
+    synthetic images with their SGD(momentum 0.5) optimiser, as ``main.py`` holds them
+    (``init='real'``: random real images of each class, as ``main_DM.py``'s default)."""
 
-    def __init__(self, ref, x_real: np.ndarray, y_real: np.ndarray, args, width: int, lr_img: float):
+    def __init__(self, ref, x_real: np.ndarray, y_real: np.ndarray, args, width: int, lr_img: float,
+                 init: str = "noise"):
         torch = _torch()
         self.ref, self.args, self.width = ref, args, width
         self.images = nchw(x_real)
         self.by_class = [np.flatnonzero(y_real == c) for c in range(10)]
         self.image_syn = torch.randn((10 * args.ipc, 1, 28, 28), requires_grad=True)
+        if init == "real":
+            for c in range(10):
+                self.image_syn.data[c * args.ipc:(c + 1) * args.ipc] = self.get_images(c, args.ipc).detach().data
         self.label_syn = torch.repeat_interleave(torch.arange(10), args.ipc)
         self.opt_img = torch.optim.SGD([self.image_syn], lr=lr_img, momentum=0.5)
         self.criterion = torch.nn.CrossEntropyLoss()
@@ -326,6 +348,9 @@ def main() -> None:
     p.add_argument("--batch-real", type=int, default=256)
     p.add_argument("--eval-models", type=int, default=5)
     p.add_argument("--run-iterations", type=int, default=200)
+    p.add_argument("--run-ipc", type=int, default=1, help="images per class of the whole runs")
+    p.add_argument("--eval-epochs", type=int, default=0,
+                   help="evaluation epochs of the whole runs (0 = the protocol's 1000); a quick check only")
     p.add_argument("--data-dir", default=os.environ.get("GOLD_DATA_DIR", ""))
     p.add_argument("--json", default="")
     args = p.parse_args()
@@ -376,8 +401,10 @@ def main() -> None:
             rows.append(row(name, r, g, gold_k_models=args.eval_models,
                             gold_k_s=float(np.median(gk_times)),
                             ratio_k_vs_sequential=float(np.median(gk_times) / (args.eval_models * np.median(r)))))
-        elif name == "run_dc":
-            rows.append(whole_run(ref, x, y, x_test, y_test, args))
+        elif name in ("run_dc", "run_dsa", "run_dm"):
+            rows.append(whole_run(ref, x, y, x_test, y_test, args, name[4:].upper()))
+        elif name == "parity":
+            rows.append(parity(ref, x, y))
     header["load_after"] = os.getloadavg()[0]
     print(json.dumps({"load_after": header["load_after"]}), flush=True)
     if args.json:
@@ -385,35 +412,131 @@ def main() -> None:
             json.dump({"header": header, "rows": rows}, f, indent=2)
 
 
-def whole_run(ref, x, y, x_test, y_test, args) -> dict:
-    """Reference: ``run_iterations`` DC iterations + ``eval_models`` sequential
-    evaluations (MNIST protocol). Gold: ``launch/distill.py`` with the same setting."""
-    a = reference_args(ref, ipc=1, method="DC", batch_real=args.batch_real, dsa_strategy=DIGIT_DSA,
-                       epochs=1000, aug="dc_mnist")
-    rr = ReferenceRun(ref, x, y, a, args.width, 0.1)
-
-    def reference() -> list[float]:
-        for _ in range(args.run_iterations):
-            rr.dc_iteration()
-        return [rr.evaluate(x_test, y_test) for _ in range(args.eval_models)]
+def whole_run(ref, x, y, x_test, y_test, args, method: str) -> dict:
+    """Reference: ``run_iterations`` iterations of ``method`` (DC / DSA / DM) at IPC
+    ``run_ipc`` + ``eval_models`` sequential evaluations under the method's protocol.
+    Gold: ``launch/distill.py`` with the same setting, in a subprocess."""
+    epochs = args.eval_epochs or 1000  # every protocol here trains 1000 (+1) epochs
+    aug = "dc_mnist" if method == "DC" else "dsa"
+    a = reference_args(ref, ipc=args.run_ipc, method=method, batch_real=args.batch_real, dsa_strategy=DIGIT_DSA,
+                       epochs=epochs, aug=aug)
+    init = "real" if method == "DM" else "noise"  # main_DM.py / main.py defaults
+    rr = ReferenceRun(ref, x, y, a, args.width, 1.0 if method == "DM" else 0.1, init=init)
+    step = rr.dm_iteration if method == "DM" else rr.dc_iteration
 
     t0 = time.perf_counter()
-    ref_acc = reference()
+    for _ in range(args.run_iterations):
+        step()
+    ref_distill_s = time.perf_counter() - t0
+    ref_acc = [rr.evaluate(x_test, y_test) for _ in range(args.eval_models)]
     ref_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as wd:
-        cmd = [sys.executable, os.path.join(ROOT, "launch", "distill.py"), "--config=configs/dc.py:mnist",
-               f"--workdir={wd}", f"--config.iterations={args.run_iterations}", "--config.init=noise",
-               f"--config.model.width={args.width}", f"--config.batch_real={args.batch_real}",
-               f"--config.eval.num_models={args.eval_models}", "--config.eval_every=0"]
+        cmd = [sys.executable, os.path.join(ROOT, "launch", "distill.py"), f"--config={RUN_CONFIGS[method]}",
+               f"--workdir={wd}", f"--config.iterations={args.run_iterations}", f"--config.init={init}",
+               f"--config.ipc={args.run_ipc}", f"--config.model.width={args.width}",
+               f"--config.batch_real={args.batch_real}", f"--config.eval.num_models={args.eval_models}",
+               "--config.eval_every=0"]
+        if args.eval_epochs:
+            cmd.append(f"--config.eval.epochs={args.eval_epochs}")
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         gold_s = time.perf_counter() - t0
         with open(os.path.join(wd, "result.json")) as f:
             res = json.load(f)
-    return row("run_dc", [ref_s], [gold_s], reference_acc=100 * float(np.mean(ref_acc)),
-               reference_std=100 * float(np.std(ref_acc)), gold_acc=res["accuracy_mean"],
-               gold_std=res["accuracy_std"], gold_distill_s=res["distill_seconds"],
-               gold_eval_s=res["eval_seconds"])
+    ref_mean = 100 * float(np.mean(ref_acc))
+    diff = res["accuracy_mean"] - ref_mean
+    out = row(f"run_{method.lower()}", [ref_s], [gold_s], ipc=args.run_ipc, iterations=args.run_iterations,
+              eval_models=args.eval_models, eval_epochs=epochs,
+              reference_acc=round(ref_mean, 2), reference_std=round(100 * float(np.std(ref_acc)), 2),
+              gold_acc=round(res["accuracy_mean"], 2), gold_std=round(res["accuracy_std"], 2),
+              acc_diff=round(diff, 2), equal_accuracy=bool(abs(diff) <= 1.0),
+              reference_distill_s=round(ref_distill_s, 1), reference_eval_s=round(ref_s - ref_distill_s, 1),
+              gold_distill_s=round(res["distill_seconds"], 1), gold_eval_s=round(res["eval_seconds"], 1))
+    print(f"  accuracy: reference {ref_mean:.2f} +- {100 * np.std(ref_acc):.2f}, gold {res['accuracy_mean']:.2f} "
+          f"+- {res['accuracy_std']:.2f}, gold - reference {diff:+.2f} points "
+          f"({'within' if abs(diff) <= 1 else 'NOT within'} 1 point)", flush=True)
+    return out
+
+
+def flax_params_from_reference(net) -> dict:
+    """The reference ConvNet's parameters as a gold ConvNet parameter tree: conv
+    (O,I,H,W) -> (H,W,I,O); GroupNorm(C, C) weight / bias -> InstanceNorm scale / bias;
+    Linear (O, C*H*W) in the NCHW flatten order -> (H*W*C, O) in gold's NHWC order."""
+    sd = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    convs = [k for k in sd if k.startswith("features") and k.endswith("weight") and sd[k].ndim == 4]
+    norms = [k for k in sd if k.startswith("features") and k.endswith("weight") and sd[k].ndim == 1]
+    p = {}
+    for i, (kc, kn) in enumerate(zip(convs, norms)):
+        p[f"conv_{i}"] = {"kernel": sd[kc].transpose(2, 3, 1, 0), "bias": sd[kc.replace("weight", "bias")]}
+        p[f"norms_{i}"] = {"scale": sd[kn], "bias": sd[kn.replace("weight", "bias")]}
+    w = sd["classifier.weight"]
+    c = sd[convs[-1]].shape[0]
+    hw = int(round((w.shape[1] // c) ** 0.5))
+    p["head"] = {"kernel": w.reshape(w.shape[0], c, hw, hw).transpose(0, 2, 3, 1).reshape(w.shape[0], -1).T,
+                 "bias": sd["classifier.bias"]}
+    return p
+
+
+def parity(ref, x, y, width: int = 16) -> dict:
+    """gold vs the reference's own ConvNet / ``match_loss`` on identical weights, float64:
+    logits and embeddings, the DC loss of one class and its gradient w.r.t. the
+    synthetic images, the DM loss (relative differences)."""
+    import jax
+    import jax.numpy as jnp
+
+    from gold import models
+    from gold import nn as gnn
+    from gold.distill import matching
+
+    torch = _torch()
+    torch.manual_seed(0)
+    net = ref.networks.ConvNet(channel=1, num_classes=10, net_width=width, net_depth=3, net_act="relu",
+                               net_norm="instancenorm", net_pooling="avgpooling", im_size=(28, 28)).double()
+    c = 3
+    xr = x[y == c][:64].astype(np.float64)
+    xs = np.random.default_rng(0).normal(size=(2, 28, 28, 1))
+    tr, ts = nchw(xr).double(), nchw(xs).double().requires_grad_(True)
+    params = list(net.parameters())
+    crit = torch.nn.CrossEntropyLoss()
+    gr = [g.detach() for g in torch.autograd.grad(crit(net(tr), torch.full((len(tr),), c)), params)]
+    gs = torch.autograd.grad(crit(net(ts), torch.full((len(ts),), c)), params, create_graph=True)
+    loss = ref.utils.match_loss(gs, gr, types.SimpleNamespace(dis_metric="ours", device="cpu"))
+    gx_t = torch.autograd.grad(loss, ts)[0].numpy().transpose(0, 2, 3, 1)
+    loss_t = loss.item()  # the reference accumulates it in a float32 tensor
+    with torch.no_grad():
+        logits_t, emb_t = net(tr).numpy(), net.embed(tr).numpy()
+        dm_t = float(torch.sum((net.embed(tr).mean(0) - net.embed(ts.detach()).mean(0)) ** 2))
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        model = models.get_model("convnet", 10, (28, 28, 1), width=width)
+        p = jax.tree.map(jnp.asarray, flax_params_from_reference(net))
+        xr_j, xs_j = jnp.asarray(xr), jnp.asarray(xs)
+        logits_j = model.apply({"params": p}, xr_j)
+        # gold flattens NHWC, the reference NCHW: compare the sorted-equal feature sets
+        emb_j = model.apply({"params": p}, xr_j, method=model.embed)
+        emb_j = np.asarray(emb_j).reshape(len(xr), 4, 4, width).transpose(0, 3, 1, 2).reshape(len(xr), -1)
+        f = lambda q, xx: jnp.mean(gnn.per_sample_cross_entropy(model.apply({"params": q}, xx),  # noqa: E731
+                                                                 jnp.full((len(xx),), c)))
+        g_real = jax.grad(f)(p, xr_j)
+        loss_j, gx_j = jax.value_and_grad(
+            lambda xx: matching.gradient_distance(g_real, jax.grad(f)(p, xx), "ours"))(xs_j)
+        emb = lambda xx: model.apply({"params": p}, xx, method=model.embed)  # noqa: E731
+        dm_j = float(jnp.sum((emb(xr_j).mean(0) - emb(xs_j).mean(0)) ** 2))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+    def rel(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+    out = {"section": "parity", "width": width, "logits_rel_diff": rel(logits_j, logits_t),
+           "embedding_rel_diff": rel(emb_j, emb_t), "dc_loss_reference": float(loss_t),
+           "dc_loss_gold": float(loss_j), "dc_loss_rel_diff": rel(loss_j, float(loss_t)),
+           "dc_image_grad_rel_diff": rel(gx_j, gx_t), "dm_loss_rel_diff": rel(dm_j, dm_t)}
+    print("parity (float64, width %d): " % width + ", ".join(
+        f"{k} {v:.1e}" for k, v in out.items() if k.endswith("rel_diff")), flush=True)
+    return out
 
 
 if __name__ == "__main__":

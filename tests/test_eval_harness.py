@@ -334,7 +334,7 @@ def test_protocol_round_trips_through_synthetic_npz_including_old_files(tmp_path
     np.savez(old, **fields)
     got = artifacts.load_synthetic(old).protocol
     assert got == EvalProtocol(augment="dsa", epochs=1000, lr_decay_epochs=(502,), momentum_reset=True,
-                               dsa_strategy="color_crop_cutout_scale_rotate",
+                               dsa_strategy="color_crop_cutout_scale_rotate", test_batch_size=1000,
                                model_overrides=(("depth", 1), ("width", 32)))
     assert (got.optimizer, got.loss, got.schedule, got.cutmix, got.train_epochs()) == ("sgd", "ce", "reference",
                                                                                         0.0, 1001)

@@ -89,7 +89,13 @@ class ConvNet(nn.Module):
         x = pad_mnist(x, self.pad_to)
         outs = []
         for i in range(self.depth):
-            a = act(self._norm(i, self.conv[i](x), train))
+            if i == 0 and self.norm == "instancenorm" and self.conv[0].folds_instance_norm(x.shape[-1]):
+                # grayscale / RGB first layer: conv + instance norm from the patches, one
+                # write of the largest activation (gold.models.conv.conv_instance_norm)
+                scale, bias = self.norms[0](jnp.zeros((self.width,), x.dtype), affine_only=True)
+                a = act(self.conv[0](x, instance_norm=(scale, bias, self.norms[0].epsilon)))
+            else:
+                a = act(self._norm(i, self.conv[i](x), train))
             x = pool2x2(a, self.pooling)
             outs.append((a, x))
         return outs

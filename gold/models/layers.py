@@ -81,10 +81,15 @@ class InstanceNorm(nn.Module):
     epsilon: float = NORM_EPS
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, affine_only: bool = False):
+        """The normalised ``x``; with ``affine_only=True`` only the parameters ``(scale,
+        bias)`` for ``x``'s channels (a layer that computes the norm itself:
+        ``FastConv(..., instance_norm=...)``)."""
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
+        if affine_only:
+            return scale, bias
         mean = jnp.mean(x, axis=(-3, -2), keepdims=True)
         xc = x - mean
         var = jnp.mean(jnp.square(xc), axis=(-3, -2), keepdims=True)
