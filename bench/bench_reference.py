@@ -26,10 +26,12 @@ per class, noise init as the reference's default):
 * ``dm1`` / ``dm10``: one DM iteration (DSA on, as ``main_DM.py`` runs);
 * ``eval_mnist``: one evaluation network, the DC MNIST protocol (1000 epochs of
   crop/scale/rotate augmentation on IPC-1 images, then the 10k test set); gold trains
-  K=1 and K=``--eval-models`` (vmapped) networks, the reference K=1 (it is sequential:
+  K=1 and K=``--eval-models`` networks (one program: ``gold.evaluate.train_networks``;
+  the K-network time includes its one compile), the reference K=1 (it is sequential:
   K networks cost K times one);
 * ``eval_dsa``: the same under the DSA evaluation protocol;
-* ``run_dc`` / ``run_dsa`` / ``run_dm``: a whole run at IPC ``--run-ipc`` (1):
+* ``run_dc`` / ``run_dsa`` / ``run_dm``: a whole run at IPC ``--run-ipc`` (1) with
+  ``--run-batch-real`` (64) real images per class:
   ``--run-iterations`` (200) iterations of the method, then ``--eval-models`` (5)
   evaluation networks under the method's protocol (DC: the DC MNIST protocol, noise
   init, ``main.py``; DSA: ``main.py --method DSA``, DSA evaluation, noise init; DM:
@@ -345,7 +347,9 @@ def main() -> None:
     p.add_argument("--sections", default="dc1,dc10,dsa1,dm1,dm10,eval_mnist,eval_dsa")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--width", type=int, default=128)
-    p.add_argument("--batch-real", type=int, default=256)
+    p.add_argument("--batch-real", type=int, default=256, help="real images per class of the step sections")
+    p.add_argument("--run-batch-real", type=int, default=64,
+                   help="real images per class of the whole runs (64: the setting of issue 20's table)")
     p.add_argument("--eval-models", type=int, default=5)
     p.add_argument("--run-iterations", type=int, default=200)
     p.add_argument("--run-ipc", type=int, default=1, help="images per class of the whole runs")
@@ -418,7 +422,7 @@ def whole_run(ref, x, y, x_test, y_test, args, method: str) -> dict:
     Gold: ``launch/distill.py`` with the same setting, in a subprocess."""
     epochs = args.eval_epochs or 1000  # every protocol here trains 1000 (+1) epochs
     aug = "dc_mnist" if method == "DC" else "dsa"
-    a = reference_args(ref, ipc=args.run_ipc, method=method, batch_real=args.batch_real, dsa_strategy=DIGIT_DSA,
+    a = reference_args(ref, ipc=args.run_ipc, method=method, batch_real=args.run_batch_real, dsa_strategy=DIGIT_DSA,
                        epochs=epochs, aug=aug)
     init = "real" if method == "DM" else "noise"  # main_DM.py / main.py defaults
     rr = ReferenceRun(ref, x, y, a, args.width, 1.0 if method == "DM" else 0.1, init=init)
@@ -434,7 +438,7 @@ def whole_run(ref, x, y, x_test, y_test, args, method: str) -> dict:
         cmd = [sys.executable, os.path.join(ROOT, "launch", "distill.py"), f"--config={RUN_CONFIGS[method]}",
                f"--workdir={wd}", f"--config.iterations={args.run_iterations}", f"--config.init={init}",
                f"--config.ipc={args.run_ipc}", f"--config.model.width={args.width}",
-               f"--config.batch_real={args.batch_real}", f"--config.eval.num_models={args.eval_models}",
+               f"--config.batch_real={args.run_batch_real}", f"--config.eval.num_models={args.eval_models}",
                "--config.eval_every=0"]
         if args.eval_epochs:
             cmd.append(f"--config.eval.epochs={args.eval_epochs}")

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Paper Table 16 at CPU size: distillation on loss-kept vs random-kept real data (10% / 30%
-# of each class) and on the full data, for CAFE, LinBa and HaBa (issue 18), MNIST and
-# cifar10_jpeg, IPC 1. Usage:
+# of each class) and on the full data, for CAFE, LinBa and HaBa (issue 18) and KIP, FRePo
+# and RFAD (issue 15), MNIST and cifar10_jpeg, IPC 1. Usage:
 #   GOLD_DATA_DIR=../shared/data bash bench/table16.sh OUT DATASET [names...]
-# DATASET: mnist | cifar10_jpeg. Names: <method>_<kept>, method in cafe linba haba,
-# kept in loss10 rand10 loss30 rand30 full; plus "base" (random-real IPC 1, the CAFE /
-# DC evaluation), "linba_base" (random-real at LinBa's evaluation preset) and
-# "probe<lr>" (HaBa stability probe at lr_hallucinator <lr>, e.g. probe100). Default:
-# every loss/random run (12), then base, then the three full runs.
+# DATASET: mnist | cifar10_jpeg. Names: <method>_<kept>, method in cafe linba haba kip
+# frepo rfad, kept in loss10 rand10 loss30 rand30 full; plus "base" (random-real IPC 1,
+# the CAFE / DC evaluation), "linba_base" (random-real at LinBa's evaluation preset),
+# "kernel_base" (random-real through the FRePo config: the kernel runs' evaluation, ZCA
+# on cifar10_jpeg) and "probe<lr>" (HaBa stability probe at lr_hallucinator <lr>, e.g.
+# probe100). Default: every CAFE / LinBa / HaBa loss/random run (12), then base, then
+# their three full runs; the kernel runs only when named, e.g.
+#   bash bench/table16.sh OUT cifar10_jpeg kip_loss10 kip_rand10 rfad_loss10 ...
 # Loss scores: UTILITY=path/to/utility.npz (default /tmp/bench_runs/utility_mnist or
 # utility_c10 /utility.npz, launch/utility.py with configs/utility.py:<dataset>).
 # Each run writes OUT/DATASET/<name>/result.json (log: <name>.log); a run finished with
@@ -45,6 +48,19 @@ LINBA="--config=configs/linba.py:$DATASET $W32 --config.iterations=15 --config.u
   --config.minibatch_per_class=10 --config.lr_img=1.0 --config.log_every=5 --config.checkpoint_every=5"
 HABA="--config=configs/haba.py:$DATASET --config.model.width=32 $EVAL --config.iterations=20 \
   --config.lr_img=$HLR_IMG --config.lr_hallucinator=$HLR --config.log_every=5 --config.checkpoint_every=5"
+# Kernel methods (bench/notes/kernel.md): width 32, the DC evaluation without augmentation,
+# 300 (+1) epochs, full test set; 5 networks on MNIST, 3 on cifar10_jpeg (time). FRePo:
+# 200 iterations on MNIST, 100 on cifar10_jpeg (LAMB 0.01); RFAD: 200 iterations, 4 nets,
+# 32 real / class, lr 0.05; KIP: 100 iterations, 10 real / class, Adam 0.05.
+KMODELS=${KMODELS:-$([ "$DATASET" = mnist ] && echo 5 || echo 3)}
+KEVAL="--config.model.width=32 --config.eval.augment=none --config.eval.epochs=300"
+[ "$KMODELS" = 5 ] || KEVAL="$KEVAL --config.eval.num_models=$KMODELS"
+FREPO="--config=configs/frepo.py:$DATASET,1,dc $KEVAL --config.batch_real=64 --config.lr_img=0.01 \
+  --config.iterations=$([ "$DATASET" = mnist ] && echo 200 || echo 100)"
+RFAD="--config=configs/rfad.py:$DATASET $KEVAL --config.batch_real=32 --config.num_models=4 \
+  --config.width_multiplier=1 --config.iterations=200 --config.lr_img=0.05 --config.log_every=10"
+KIP="--config=configs/kip.py:$DATASET,1,dc $KEVAL --config.batch_real=10 --config.iterations=100 \
+  --config.lr_img=0.05 --config.log_every=10"
 # Expert buffers: 3 epochs each; 2 experts on 10% of the data, 1 on 30% / full (CPU time;
 # both runs of a pair use the same buffer settings).
 BUFFER="--config=configs/buffer.py:$DATASET --config.model.width=32 --config.epochs=3 \
@@ -82,6 +98,10 @@ for name in $NAMES; do
     linba_base) run linba_base $D --config=configs/dc.py:$DATASET $W32 --config.iterations=0 \
       --config.init=real --config.eval.batch_size=640 --config.eval.weight_decay=0.0 \
       --config.eval.momentum_reset=False --config.eval.schedule=constant ;;
+    kernel_base) run kernel_base $D $FREPO --config.iterations=0 --config.init=real ;;
+    kip_*) run "$name" $D $KIP $(sel "$kept") ${EXTRA:-} ;;
+    frepo_*) run "$name" $D $FREPO $(sel "$kept") ${EXTRA:-} ;;
+    rfad_*) run "$name" $D $RFAD $(sel "$kept") ${EXTRA:-} ;;
     cafe_*) run "$name" $D $CAFE $(sel "$kept") ${EXTRA:-} ;;
     linba_*) run "$name" $D $LINBA $(sel "$kept") ${EXTRA:-} ;;
     haba_*)

@@ -10,7 +10,7 @@ import pytest
 from gold import models as gmodels
 from gold import nn as gnn
 from gold.configs import cafe as cafe_config
-from gold.distill import cafe, common, loop, settings
+from gold.distill import cafe, common, loop, registry, settings
 
 SHAPE = (8, 8, 1)
 
@@ -128,6 +128,14 @@ def test_bad_settings_are_errors():
     cfg = cafe_config.get_config("cifar10")
     assert cfg.dsa_strategy == "none" and cfg.eval.epochs == 600
     assert settings.from_config(cafe.CAFESettings, cfg).iterations == 2000
+
+
+def test_a_network_without_feature_taps_is_refused():
+    cfg = cafe_config.get_config("digits")
+    cfg.model.name = "mlp"
+    real = common.make_real_data(np.zeros((20, *SHAPE), np.float32), np.repeat(np.arange(10), 2), 10, 2)
+    with pytest.raises(ValueError, match="no taps"):
+        registry.build(cfg, real)
 
 
 def test_tiny_run_end_to_end(tmp_path):

@@ -125,6 +125,23 @@ def test_dm_step_decreases_its_loss(real, gold_data_dir):
     assert after < before
 
 
+@pytest.mark.parametrize("module", [dc_config, dm_config])
+def test_class_loops_give_the_same_step(real, gold_data_dir, module):
+    """map / unroll over the classes: the same keys per class, the same numbers."""
+    states = {}
+    for class_loop in common.CLASS_LOOPS:
+        cfg = tiny(module.get_config("mnist"), gold_data_dir)
+        cfg.class_loop = class_loop
+        algo = registry.build(cfg, real)
+        state, metrics = jax.jit(algo.step)(algo.init(jax.random.key(0), real), jax.random.key(3), real)
+        states[class_loop] = (np.asarray(state.params["images"]["x"]), float(metrics["loss"]))
+    x_map, loss_map = states["map"]
+    for class_loop in ("unroll",):
+        x, loss = states[class_loop]
+        assert loss == pytest.approx(loss_map, rel=1e-4)
+        np.testing.assert_allclose(x, x_map, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("module", [dc_config, dsa_config, dm_config])
 def test_dsa_strategy_never_flips_digits(module):
     """Fidelity: the DC/DSA reference uses no flip for MNIST-like data and SVHN; natural

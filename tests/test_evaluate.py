@@ -62,6 +62,26 @@ def test_train_networks_matches_the_reference_loop():
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_networks_in_sequence_train_the_same_networks_as_vmapped(monkeypatch):
+    """On CPU the K networks run one after another (lax.map); the keys, augmentation
+    draws and schedule are those of the vmapped program, so the networks agree."""
+    from gold import evaluate as gev
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(6, 8, 8, 1)), jnp.float32)
+    y = jnp.asarray(np.arange(6) % 3, jnp.int32)
+    protocol = EvalProtocol(num_models=3, epochs=4, batch_size=4, augment="dsa",
+                            model_overrides=(("width", 8), ("depth", 1)))
+    keys = jax.random.split(jax.random.key(3), 3)
+    trained = {}
+    for sequential in (True, False):
+        monkeypatch.setattr(gev, "networks_in_sequence", lambda s=sequential: s)
+        trained[sequential] = train_networks(protocol, 3, keys, x, y, jnp.float32(0.01))[1]
+    for a, b in zip(jax.tree.leaves(trained[True]), jax.tree.leaves(trained[False])):
+        assert a.shape[0] == 3
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_negative_soft_labels_are_refused():
     """Centred learned labels have no soft-label cross-entropy minimum: a clear error."""
     import jax

@@ -121,7 +121,7 @@ def test_settings_that_cannot_take_effect_are_refused(real, overrides, pattern):
         registry.build(tiny_cfg(**overrides), real)
 
 
-def test_pruning_that_never_starts_zca_and_batchnorm_are_refused(real):
+def test_pruning_that_never_starts_zca_batchnorm_and_convless_nets_are_refused(real):
     cfg = tiny_cfg()
     cfg.runtime_pruning.enabled, cfg.runtime_pruning.start = True, 1.0
     with pytest.raises(ValueError, match="never start"):
@@ -133,6 +133,10 @@ def test_pruning_that_never_starts_zca_and_batchnorm_are_refused(real):
     cfg = tiny_cfg()
     cfg.model.norm = "batchnorm"
     with pytest.raises(ValueError, match="BatchNorm"):
+        registry.build(cfg, real)
+    cfg = tiny_cfg()
+    cfg.model.name = "mlp"  # no conv kernels: a zero distance would never move the images
+    with pytest.raises(ValueError, match="conv kernels only"):
         registry.build(cfg, real)
 
 

@@ -171,12 +171,16 @@ def make(s: CAFESettings, config: Any, real: common.RealData) -> common.Algorith
     """CAFE (or its DSA variant with ``dsa_strategy``) on ``real`` (``configs/cafe.py``).
 
     Raises:
-      ValueError: a network with more aligned layers than ``layer_weights``.
+      ValueError: a network without feature taps (not a ConvNet), or with more aligned
+        layers than ``layer_weights``.
     """
     k = real.num_classes
     shape = real.image_shape
     model = config_utils.build_model(config.model, k, shape)
     has_bn = common.has_batchnorm(model, shape)
+    if not hasattr(model, "taps"):
+        raise ValueError(f"CAFE aligns per-block features (ConvNet.taps) and model.name="
+                         f"{config.model.name!r} has no taps; use model.name='convnet'")
     num_taps = len(jax.eval_shape(lambda: model.apply(
         gnn.init_variables(model, jax.random.key(0), shape), jnp.zeros((1, *shape)), method=model.taps)))
     layer_weights = s.weights_for(num_taps)

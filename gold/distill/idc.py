@@ -202,6 +202,12 @@ def make(s: IDCSettings, config: Any, real: common.RealData) -> common.Algorithm
     if common.has_batchnorm(model, shape):
         raise ValueError("IDC matches gradients of networks without BatchNorm (the reference's "
                          "instance-norm ConvNet); set model.norm to instancenorm or none")
+    probe = jax.eval_shape(lambda: gnn.init_variables(model, jax.random.key(0), shape))
+    if not any(leaf.ndim == 4 for leaf in jax.tree.leaves(probe["params"])):
+        raise ValueError(f"IDC matches the gradients of conv kernels only, and model.name="
+                         f"{config.model.name!r} has none (its distance would be 0 and the images "
+                         "would never move); use a convolutional network (convnet, lenet, alexnet, "
+                         "vgg11, resnet18)")
     form = formation_for(s, config, real)
     spec = common.SyntheticSpec(form, k)
     m = form.per_class
