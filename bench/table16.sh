@@ -19,7 +19,8 @@
 # its expert buffer on the same selection (OUT/DATASET/buffer_<kept>).
 # The settings are CPU-sized (bench/notes/cafe_linba.md, bench/notes/haba.md, the
 # Table-16 block of BENCHMARKS.md); every pair loss/random/full uses identical settings.
-# Extra flags for every distillation: EXTRA="--config.x=y" (e.g. shorter runs).
+# Extra flags for every distillation: EXTRA="--config.x=y" (e.g. shorter runs); NICE=n
+# (5) is the niceness of the distillations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?output folder}; DATASET=${2:?mnist or cifar10_jpeg}; shift 2
@@ -38,7 +39,7 @@ esac
 # iterations (the config's 100 / 100 reach 8.5e6 after one).
 HLR=${HABA_LR_HALLUCINATOR:-$([ "$DATASET" = mnist ] && echo 0.1 || echo 0.01)}
 HLR_IMG=${HABA_LR_IMG:-$([ "$DATASET" = mnist ] && echo 100 || echo 10)}
-D="nice -n 5 python launch/distill.py"
+D="nice -n ${NICE:-5} python launch/distill.py"
 EVAL="--config.eval.epochs=${EVAL_EPOCHS:-100} --config.eval.num_models=$MODELS --config.eval.max_test=${MAX_TEST:-2000}"
 W32="--config.model.width=32 --config.batch_real=64 --config.eval.augment=none $EVAL"
 CAFE="--config=configs/cafe.py:$DATASET $W32 --config.iterations=10 --config.init=real \

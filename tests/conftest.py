@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# Launchers run in-process and in subprocesses here; keep the suite hermetic (no
+# persistent compilation cache under ~/.cache; tests/test_cli.py tests the cache itself).
+os.environ.setdefault("GOLD_COMPILATION_CACHE", "none")
+
 
 @pytest.fixture(scope="session")
 def gold_data_dir() -> Path:

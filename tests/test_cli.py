@@ -108,3 +108,38 @@ def test_other_exceptions_keep_their_traceback(tmp_path):
 
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(body, argv=["l", f"--config={TRAIN_CONFIG}:digits", f"--workdir={tmp_path}"])
+
+
+def test_compilation_cache_folder_from_the_environment(tmp_path):
+    import jax
+
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    try:
+        for off in ("none", "OFF", ""):
+            assert cli.enable_compilation_cache({"GOLD_COMPILATION_CACHE": off}) is None
+        mine = str(tmp_path / "mine")
+        assert cli.enable_compilation_cache({"GOLD_COMPILATION_CACHE": mine,
+                                             "JAX_COMPILATION_CACHE_DIR": "/elsewhere"}) == mine
+        assert jax.config.jax_compilation_cache_dir == mine
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0
+        jaxs = str(tmp_path / "jax")
+        assert cli.enable_compilation_cache({"JAX_COMPILATION_CACHE_DIR": jaxs,
+                                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}) == jaxs
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+        assert cli.enable_compilation_cache({}) == os.path.expanduser("~/.cache/gold/jax")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+
+
+def test_a_launcher_process_writes_its_compiled_programs_to_the_cache(tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "GOLD_COMPILATION_CACHE": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    code = ("from gold import cli; cli.enable_compilation_cache(); import jax, jax.numpy as jnp; "
+            "print(float(jax.jit(lambda x: jnp.sin(x) * 2)(1.0)))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(1.682941969, rel=1e-6)
+    assert cache.is_dir() and any(cache.iterdir())
