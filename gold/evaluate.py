@@ -2,8 +2,9 @@
 named evaluations of other methods: :data:`PRESETS`).
 
 Train K freshly initialised networks on the synthetic set, all K in one program
-(vmapped on accelerators, one after another on CPU: :func:`networks_in_sequence`), then measure final-epoch top-1 accuracy on the test set with one batched
-test pass over all K networks. Any registered architecture can be evaluated
+(vmapped on accelerators, one after another on CPU: :func:`networks_in_sequence`), then
+measure final-epoch top-1 accuracy on the test set with one batched test pass over all
+K networks. Any registered architecture can be evaluated
 (cross-architecture generalisation).
 
 On several devices the K networks are split along the ``model`` axis of a

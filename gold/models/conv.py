@@ -128,13 +128,18 @@ def _shifted_wgrad_impl(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int],
     c = x.shape[-1]
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
     dy2 = dy.reshape(n * ho * wo, o)
-    windows = [[xp[:, i:i + ho, j:j + wo, :].reshape(n * ho * wo, c) for j in range(kw)]
-               for i in range(kh)]
+    windows = [w.reshape(n * ho * wo, c) for w in _shifted_windows(xp, kh, kw, ho, wo)]
     if kh * kw * c <= IM2COL_MAX_COLUMNS:
-        patches = jnp.concatenate([w for row in windows for w in row], axis=-1)
+        patches = jnp.concatenate(windows, axis=-1)
         return jnp.matmul(patches.T, dy2).reshape(kh, kw, c, o)
     dy_t = dy2.T  # [O, N*Ho*Wo], shared by the taps
-    return jnp.stack([jnp.stack([jnp.matmul(dy_t, w).T for w in row]) for row in windows])
+    return jnp.stack([jnp.matmul(dy_t, w).T for w in windows]).reshape(kh, kw, c, o)
+
+
+def _shifted_windows(xp: jax.Array, kh: int, kw: int, ho: int, wo: int) -> list[jax.Array]:
+    """The ``kh * kw`` windows ``xp[:, i:i+Ho, j:j+Wo, :]`` of a padded input, tap-major
+    (the order of ``kernel.reshape(kh * kw * C, O)``'s rows, channel innermost)."""
+    return [xp[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -224,8 +229,7 @@ def conv_instance_norm(x: jax.Array, w: jax.Array, padding: Padding, scale: jax.
     ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
     k = kh * kw * x.shape[-1]
     # tap-major, then channel: the order of w.reshape(k, O)
-    patches = jnp.concatenate([xp[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
-                              axis=-1).reshape(n, ho * wo, k)
+    patches = jnp.concatenate(_shifted_windows(xp, kh, kw, ho, wo), axis=-1).reshape(n, ho * wo, k)
     wk = w.reshape(k, -1)
     mean_p = jnp.mean(patches, axis=1)                                   # [N, k]
     centred = patches - mean_p[:, None, :]
