@@ -51,7 +51,8 @@ HABA="--config=configs/haba.py:$DATASET --config.model.width=32 $EVAL --config.i
   --config.lr_img=$HLR_IMG --config.lr_hallucinator=$HLR --config.log_every=5 --config.checkpoint_every=5"
 # Kernel methods (bench/notes/kernel.md): width 32, the DC evaluation without augmentation,
 # 300 (+1) epochs, full test set; 5 networks on MNIST, 3 on cifar10_jpeg (time). FRePo:
-# 200 iterations on MNIST, 100 on cifar10_jpeg (LAMB 0.01); RFAD: 200 iterations, 4 nets,
+# 200 iterations on MNIST, 100 on cifar10_jpeg (LAMB 0.01); RFAD: 200 iterations on MNIST,
+# 100 on cifar10_jpeg (CPU time), 4 nets,
 # 32 real / class, lr 0.05; KIP: 100 iterations, 10 real / class, Adam 0.05.
 KMODELS=${KMODELS:-$([ "$DATASET" = mnist ] && echo 5 || echo 3)}
 KEVAL="--config.model.width=32 --config.eval.augment=none --config.eval.epochs=300"
@@ -59,7 +60,7 @@ KEVAL="--config.model.width=32 --config.eval.augment=none --config.eval.epochs=3
 FREPO="--config=configs/frepo.py:$DATASET,1,dc $KEVAL --config.batch_real=64 --config.lr_img=0.01 \
   --config.iterations=$([ "$DATASET" = mnist ] && echo 200 || echo 100)"
 RFAD="--config=configs/rfad.py:$DATASET $KEVAL --config.batch_real=32 --config.num_models=4 \
-  --config.width_multiplier=1 --config.iterations=200 --config.lr_img=0.05 --config.log_every=10"
+  --config.width_multiplier=1 --config.iterations=$([ "$DATASET" = mnist ] && echo 200 || echo 100) --config.lr_img=0.05 --config.log_every=10"
 KIP="--config=configs/kip.py:$DATASET,1,dc $KEVAL --config.batch_real=10 --config.iterations=100 \
   --config.lr_img=0.05 --config.log_every=10"
 # Expert buffers: 3 epochs each; 2 experts on 10% of the data, 1 on 30% / full (CPU time;
