@@ -9,6 +9,17 @@ import pytest
 # persistent compilation cache under ~/.cache; tests/test_cli.py tests the cache itself).
 os.environ.setdefault("GOLD_COMPILATION_CACHE", "none")
 
+# XLA's cheapest CPU code generation for the whole suite (this process, the xdist
+# workers and every subprocess inherit it; read when JAX's backend starts). The programs
+# here are tiny, so compiling them is most of the suite's time: these flags cut the
+# compile-bound tests by about a third (BENCHMARKS.md, "Test suite"). They change LLVM's
+# code generation, not the HLO program. The notebooks, which train real networks
+# as a user would, run with the flags a user has (USER_XLA_FLAGS).
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+USER_XLA_FLAGS = os.environ.get("GOLD_TEST_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+os.environ["GOLD_TEST_USER_XLA_FLAGS"] = USER_XLA_FLAGS  # the workers import this file again
+os.environ["XLA_FLAGS"] = f"{USER_XLA_FLAGS} {FAST_COMPILE_FLAGS}".strip()
+
 
 @pytest.fixture(scope="session")
 def gold_data_dir() -> Path:

@@ -21,6 +21,9 @@ from gold import _meta
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ("quickstart.ipynb", "critical_samples.ipynb")
 CHANCE = 10.0  # percent, 10 classes (digits)
+# The notebooks train real networks as a user would: the user's XLA flags, not the
+# suite's cheap code generation (conftest.py).
+USER_XLA_FLAGS = os.environ.get("GOLD_TEST_USER_XLA_FLAGS", "")
 
 
 def _build_module():
@@ -145,7 +148,7 @@ def test_quickstart_runs_with_the_config_settings_above_chance(tmp_path):
                           "same_dir": same == run_dir("x", c), "new_dir": other != same,
                           "cached": again["accuracy_mean"] == results["full data"]["accuracy_mean"]}))
     """)))
-    errors = _execute(nb, tmp_path, {"GOLD_DATA_DIR": ""})
+    errors = _execute(nb, tmp_path, {"GOLD_DATA_DIR": "", "XLA_FLAGS": USER_XLA_FLAGS})
     assert not errors, errors
     out = _last_json(nb)
     assert out["depth"] == out["config_depth"] == 1
@@ -171,7 +174,7 @@ def test_critical_samples_quick_mode_above_chance(tmp_path):
                           "model": [c.model.to_dict(), ref.model.to_dict()],
                           "lr": [c.lr_img, ref.lr_img]}))
     """)))
-    errors = _execute(nb, tmp_path, {"GOLD_NOTEBOOK_QUICK": "1", "GOLD_DATA_DIR": ""})
+    errors = _execute(nb, tmp_path, {"GOLD_NOTEBOOK_QUICK": "1", "GOLD_DATA_DIR": "", "XLA_FLAGS": USER_XLA_FLAGS})
     assert not errors, errors
     out = _last_json(nb)
     assert out["overrides"] == ["eval.epochs", "eval.num_models", "iterations"]

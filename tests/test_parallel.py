@@ -273,9 +273,11 @@ RUN_CONFIG = {"model.width": 8, "batch_real": 16, "dsa_strategy": "none", "itera
 
 def run_on_four_devices(script: str, *args: str, xla_flags: str = "", timeout: int = 900) -> dict:
     """Run the Python source ``script`` (with ``args`` as ``sys.argv[1:]``) in a
-    subprocess with 4 forced CPU devices (and ``xla_flags`` added to ``XLA_FLAGS``) and
+    subprocess with 4 forced CPU devices (the suite's ``XLA_FLAGS``, conftest.py, plus
+    ``xla_flags``) and
     return the JSON it prints after ``RESULT `` on its last such line."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {xla_flags}".strip(),
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4 {xla_flags}"
+    env = {**os.environ, "XLA_FLAGS": flags.strip(),
            "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
                           text=True, timeout=timeout)

@@ -14,7 +14,7 @@ decoded images, labels and learned lr, and the loss must agree within 1e-5.
 Compilation is nearly all of the cost (two programs per algorithm), so the programs
 are kept small: an MLP and no augmentation wherever the algorithm allows it and the
 point is not the check itself (:data:`CONVNET`), and XLA's cheapest CPU code
-generation (:data:`FAST_COMPILE`), which both runs share.
+generation (the suite's ``XLA_FLAGS``, conftest.py), which both runs share.
 """
 
 import json
@@ -31,7 +31,6 @@ TOL = 1e-5
 # program is what differs) and those that need a ConvNet (CAFE's layer taps, FRePo's and
 # RFAD's kernels; IDC matches conv-kernel gradients only, so an MLP gives it no loss)
 CONVNET = ("cafe", "dc", "dm", "dsa", "frepo", "idc", "rfad")
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 EVERY_ALGORITHM = textwrap.dedent(r'''
     import json, sys, tempfile, time
@@ -96,7 +95,7 @@ def every_algorithm():
     cpu_seconds}}``: max |4 devices - 1 device| of each part after one step (``x``:
     decoded images ``[M, 8, 8, 1]``, ``y``: labels, ``state``: every leaf), how far the
     step moved the images, and the step's health and count on both."""
-    return run_on_four_devices(EVERY_ALGORITHM, json.dumps(CONVNET), xla_flags=FAST_COMPILE)
+    return run_on_four_devices(EVERY_ALGORITHM, json.dumps(CONVNET))
 
 
 def test_every_registered_algorithm_is_checked(every_algorithm):

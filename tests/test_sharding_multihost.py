@@ -48,7 +48,7 @@ def test_two_processes_on_loopback_equal_one_process(tmp_path):
     port = _free_port()
     procs = []
     for i in range(2):
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "",
+        env = {**os.environ, "JAX_PLATFORMS": "cpu",
                parallel.ENV_COORDINATOR: f"localhost:{port}", parallel.ENV_NUM_PROCESSES: "2",
                parallel.ENV_PROCESS_ID: str(i)}
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
