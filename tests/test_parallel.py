@@ -271,14 +271,12 @@ RUN_CONFIG = {"model.width": 8, "batch_real": 16, "dsa_strategy": "none", "itera
               "data.test_per_class": 5, "eval.num_models": 3, "eval.epochs": 2, "eval.model": "mlp"}
 
 
-def run_on_four_devices(script: str, *args: str, xla_flags: str = "", timeout: int = 900) -> dict:
+def run_on_four_devices(script: str, *args: str, timeout: int = 900) -> dict:
     """Run the Python source ``script`` (with ``args`` as ``sys.argv[1:]``) in a
-    subprocess with 4 forced CPU devices (the suite's ``XLA_FLAGS``, conftest.py, plus
-    ``xla_flags``) and
-    return the JSON it prints after ``RESULT `` on its last such line."""
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4 {xla_flags}"
-    env = {**os.environ, "XLA_FLAGS": flags.strip(),
-           "JAX_PLATFORMS": "cpu"}
+    subprocess with 4 forced CPU devices (added to the suite's ``XLA_FLAGS``,
+    conftest.py) and return the JSON it prints after ``RESULT `` on its last such line."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
